@@ -1,0 +1,1 @@
+"""api2convert-compatible audio conversion service: the HTTP side."""

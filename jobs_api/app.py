@@ -1,0 +1,100 @@
+"""create_app: the Flask application, assembled from short register steps."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, request
+from flask_smorest import Api
+from werkzeug.exceptions import HTTPException
+
+from jobs_api.config import Config
+from jobs_api.db import make_engine, make_sessionmaker
+from jobs_api.errors import ServiceError
+from jobs_api.resources.files.routes import blp as files_blp
+from jobs_api.resources.info.routes import blp as info_blp
+from jobs_api.resources.jobs.routes import blp as jobs_blp
+from jobs_api.storage import Storage
+from jobs_api.web import StreamingRequest, close_session
+
+log = logging.getLogger(__name__)
+
+MAX_JSON_BYTES = 16 * 1024 * 1024
+UPLOAD_ENDPOINTS = {"files.UploadFile", "files.UploadBase64"}
+
+
+def create_app(config: Config | None = None) -> Flask:
+    config = config or Config.from_env()
+    app = Flask(__name__)
+    app.request_class = StreamingRequest
+    register_settings(app, config)
+    register_services(app, config)
+    register_api(app)
+    register_error_handlers(app)
+    register_request_hooks(app, config)
+    return app
+
+
+def register_settings(app: Flask, config: Config) -> None:
+    app.config.update(
+        API_TITLE="Audio conversion jobs (api2convert v2 compatible)",
+        API_VERSION="2",
+        OPENAPI_VERSION="3.0.3",
+        # Uploads: the multipart overhead on top of the largest accepted input.
+        MAX_CONTENT_LENGTH=config.max_input_bytes + 1024 * 1024,
+        MAX_FORM_MEMORY_SIZE=1024 * 1024,
+        JSON_SORT_KEYS=False,
+    )
+
+
+def register_services(app: Flask, config: Config) -> None:
+    storage = Storage(config.storage_dir)
+    storage.ensure()
+    app.extensions["jobs_api"] = {
+        "config": config,
+        "storage": storage,
+        "sessions": make_sessionmaker(make_engine(config.database_url)),
+    }
+    app.teardown_appcontext(close_session)
+
+
+def register_api(app: Flask) -> None:
+    api = Api(app, spec_kwargs={"info": {"description": "Self-hosted audio conversion jobs, "
+                                          "wire-compatible with api2convert's v2 API."}})
+    for blueprint in (jobs_blp, files_blp, info_blp):
+        api.register_blueprint(blueprint)
+
+
+def error_body(message: str, code: int, errors: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    return {"message": message, "code": code, "errors": errors or {}}
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ServiceError)
+    def service_error(error: ServiceError) -> Any:
+        return error_body(error.message, error.status, error.errors), error.status
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Any:
+        code = error.code or 500
+        message = error.description if code < 500 else "Internal server error"
+        return error_body(message or error.name, code), code
+
+    @app.errorhandler(Exception)
+    def unexpected(error: Exception) -> Any:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_body("Internal server error", 500), 500
+
+
+def register_request_hooks(app: Flask, config: Config) -> None:
+    @app.before_request
+    def limit_body() -> None:
+        if request.endpoint == "files.UploadBase64":
+            request.max_content_length = config.max_input_bytes * 4 // 3 + 1024 * 1024
+        elif request.endpoint != "files.UploadFile":
+            request.max_content_length = MAX_JSON_BYTES
+
+    @app.teardown_request
+    def drop_incoming(_exc: BaseException | None) -> None:
+        if isinstance(request, StreamingRequest):
+            request.remove_incoming()

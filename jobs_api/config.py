@@ -1,0 +1,73 @@
+"""Settings, read once from the environment.
+
+Every setting has a default that runs the service on one machine: SQLite and files
+under ./var, Redis on localhost. Tests build a Config with overrides instead of
+touching os.environ.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+MiB = 1024 * 1024
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    return int(raw) if raw else default
+
+
+def _env_list(name: str) -> tuple[str, ...]:
+    raw = os.environ.get(name, "")
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Config:
+    database_url: str = "sqlite:///var/jobs.db"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    storage_dir: Path = Path("var/storage")
+    # Base of job.server and output.uri; what clients reach this service at.
+    public_url: str = "http://127.0.0.1:8000"
+    # Hosts or networks exempt from the private-address block (tests, intranets).
+    outbound_allow: tuple[str, ...] = ()
+    queue_name: str = "conversions"
+    # Limits. Audio decompresses up to ~1000-fold, so the decoded side is capped too.
+    max_input_bytes: int = 512 * MiB
+    max_duration_seconds: int = 4 * 3600
+    max_output_bytes: int = 1024 * MiB
+    ffmpeg_timeout_seconds: int = 1800
+    download_timeout_seconds: int = 300
+    max_channels: int = 8
+    max_sample_rate: int = 192_000
+
+    @classmethod
+    def from_env(cls) -> Config:
+        defaults = cls()
+        return cls(
+            database_url=os.environ.get("DATABASE_URL", defaults.database_url),
+            redis_url=os.environ.get("REDIS_URL", defaults.redis_url),
+            storage_dir=Path(os.environ.get("STORAGE_DIR", str(defaults.storage_dir))),
+            public_url=os.environ.get("PUBLIC_URL", defaults.public_url).rstrip("/"),
+            outbound_allow=_env_list("OUTBOUND_ALLOW"),
+            queue_name=os.environ.get("QUEUE_NAME", defaults.queue_name),
+            max_input_bytes=_env_int("MAX_INPUT_BYTES", defaults.max_input_bytes),
+            max_duration_seconds=_env_int("MAX_DURATION_SECONDS", defaults.max_duration_seconds),
+            max_output_bytes=_env_int("MAX_OUTPUT_BYTES", defaults.max_output_bytes),
+            ffmpeg_timeout_seconds=_env_int(
+                "FFMPEG_TIMEOUT_SECONDS", defaults.ffmpeg_timeout_seconds
+            ),
+            download_timeout_seconds=_env_int(
+                "DOWNLOAD_TIMEOUT_SECONDS", defaults.download_timeout_seconds
+            ),
+        )
+
+    def replace(self, **changes: object) -> Config:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    @property
+    def server_url(self) -> str:
+        """`job.server`: where uploads and downloads go."""
+        return f"{self.public_url}/v2/dl"

@@ -1,0 +1,350 @@
+"""What the API does to jobs: create, change, start, cancel. No Flask here.
+
+The database is the truth about a job; the queue only carries its id, and only after
+the row is committed.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import mimetypes
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from jobs_api import catalog
+from jobs_api.config import Config
+from jobs_api.errors import NotFound, RequestInvalid, WrongState
+from jobs_api.lifecycle import record_initial, transition
+from jobs_api.models import (
+    FINISHED, STARTED, STATUS_INFO, Conversion, InputFile, Job, JobStatus, OutputFile,
+)
+from jobs_api.security import new_token
+from jobs_api.storage import Storage, remove_quietly, sha256_file
+
+PAGE_SIZE = 50
+EDITABLE = (JobStatus.INCOMPLETE, JobStatus.READY)
+INPUT_TYPES = ("remote", "upload", "base64", "input_id")
+
+Enqueue = Callable[[str], None]
+
+
+class JobService:
+    def __init__(self, session: Session, config: Config, storage: Storage, enqueue: Enqueue) -> None:
+        self.session = session
+        self.config = config
+        self.storage = storage
+        self.enqueue = enqueue
+
+    # Reading -------------------------------------------------------------------------
+
+    def for_key(self, key_id: str, job_id: str) -> Job:
+        job = self.session.get(Job, job_id)
+        if job is None or job.api_key_id != key_id:
+            raise NotFound("Job not found.")
+        return job
+
+    def for_token(self, token: str, job_id: str) -> Job:
+        job = self.session.get(Job, job_id)
+        if job is None or not hmac.compare_digest(job.token, token):
+            raise NotFound("Job not found.")
+        return job
+
+    def page(self, key_id: str, status: str | None, page: int) -> tuple[list[Job], int]:
+        query = select(Job).where(Job.api_key_id == key_id)
+        if status:
+            query = query.where(Job.status == status)
+        total = self.session.scalar(select(func.count()).select_from(query.subquery())) or 0
+        rows = self.session.scalars(
+            query.order_by(Job.created_at.desc(), Job.id)
+            .offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE)
+        ).all()
+        return list(rows), total
+
+    # Creating and changing -----------------------------------------------------------
+
+    def create(self, key_id: str, body: dict[str, Any]) -> Job:
+        job = Job(
+            api_key_id=key_id,
+            token=new_token(),
+            status=JobStatus.INCOMPLETE.value,
+            status_info=STATUS_INFO[JobStatus.INCOMPLETE],
+            process=body.get("process", True),
+            fail_on_input_error=body.get("fail_on_input_error", True),
+            fail_on_conversion_error=body.get("fail_on_conversion_error", True),
+            callback=self._callback(body.get("callback")),
+            notify_status=body.get("notify_status", False),
+        )
+        self.session.add(job)
+        for index, spec in enumerate(body.get("conversion", [])):
+            self._add_conversion(job, spec, f"conversion.{index}.")
+        for index, spec in enumerate(body.get("input", [])):
+            self._add_input(job, spec, f"input.{index}.")
+        job.status = (JobStatus.READY if self._complete(job) else JobStatus.INCOMPLETE).value
+        job.status_info = STATUS_INFO[JobStatus(job.status)]
+        self.session.flush()
+        record_initial(self.session, job)
+        self.session.commit()
+        self._start_if_due(job)
+        return job
+
+    def update(self, job: Job, body: dict[str, Any]) -> Job:
+        self._require_editable(job)
+        for name in ("process", "fail_on_input_error", "fail_on_conversion_error", "notify_status"):
+            if name in body:
+                setattr(job, name, body[name])
+        if "callback" in body:
+            job.callback = self._callback(body["callback"])
+        self.session.commit()
+        self._start_if_due(job)
+        return job
+
+    def cancel(self, job: Job) -> None:
+        """Cancel the job, and delete its files; a running worker notices within a moment."""
+        if job.status != JobStatus.CANCELED.value:
+            transition(self.session, job.id, JobStatus.CANCELED,
+                       allowed_from=[s for s in JobStatus if s != JobStatus.CANCELED])
+            self.session.commit()
+            self.session.refresh(job)
+        for output in list(job.outputs):
+            self._remove_output(output)
+        for item in list(job.inputs):
+            self._release_input_file(item)
+        self.session.commit()
+        self.storage.remove_work_dirs(job.id)
+
+    def add_conversion(self, job: Job, spec: Any) -> Conversion:
+        self._require_editable(job)
+        conversion = self._add_conversion(job, spec, "")
+        self._settle(job)
+        return conversion
+
+    def update_conversion(self, job: Job, conversion: Conversion, body: dict[str, Any]) -> Conversion:
+        self._require_editable(job)
+        target = body.get("target", conversion.target)
+        options = dict(conversion.options)
+        changes = body.get("options") or {}
+        if not isinstance(changes, dict):
+            raise RequestInvalid("Invalid options.", {"options": ["must be an object"]})
+        for name, value in changes.items():
+            if value is None:
+                options.pop(name, None)  # null resets an option to its default
+            else:
+                options[name] = value
+        catalog.validate(target, options)
+        conversion.target, conversion.options = target, options
+        if "metadata" in body:
+            conversion.metadata_ = body["metadata"] or {}
+        self.session.commit()
+        return conversion
+
+    def delete_conversion(self, job: Job, conversion: Conversion) -> None:
+        self._require_editable(job)
+        job.conversions.remove(conversion)
+        self._settle(job)
+
+    def add_input(self, job: Job, spec: Any) -> InputFile:
+        self._require_editable(job)
+        item = self._add_input(job, spec, "")
+        self._settle(job)
+        return item
+
+    def update_input(self, job: Job, item: InputFile, body: dict[str, Any]) -> InputFile:
+        self._require_editable(job)
+        if "filename" in body:
+            item.filename = display_name(body["filename"]) or item.filename
+        if "options" in body:
+            item.options = body["options"] or {}
+        self.session.commit()
+        return item
+
+    def delete_input(self, job: Job, item: InputFile) -> None:
+        self._require_editable(job)
+        self._release_input_file(item)
+        job.inputs.remove(item)
+        self._settle(job)
+
+    def accept_file(self, job: Job, path: Path, filename: str | None, content_type: str | None,
+                    kind: str = "upload") -> InputFile:
+        """Adopt a received file as a new input of `job`, and start the job if it is due."""
+        if job.status not in (JobStatus.INCOMPLETE.value, JobStatus.READY.value):
+            remove_quietly(path)
+            raise WrongState(f"The job is {job.status}; files can only be added before it starts.")
+        size = path.stat().st_size
+        checksum = sha256_file(path)
+        name = display_name(filename or "") or "file"
+        item = InputFile(
+            type=kind, source=name, status="ready", filename=name, size=size, checksum=checksum,
+            content_type=_content_type(content_type, name),
+            storage_key=self.storage.adopt_input(path), position=len(job.inputs),
+        )
+        job.inputs.append(item)
+        self._settle(job)
+        return item
+
+    def update_output(self, output: OutputFile, body: dict[str, Any]) -> OutputFile:
+        if body.get("filename"):
+            extension = Path(output.filename).suffix
+            output.filename = display_name(str(body["filename"])) + extension
+        self.session.commit()
+        return output
+
+    def delete_output(self, output: OutputFile) -> None:
+        self._remove_output(output)
+        self.session.commit()
+
+    # Internals -----------------------------------------------------------------------
+
+    def _add_conversion(self, job: Job, spec: Any, path: str) -> Conversion:
+        if not isinstance(spec, dict):
+            raise RequestInvalid("Invalid conversion.", {path.rstrip(".") or "conversion": ["must be an object"]})
+        category = spec.get("category") or catalog.CATEGORY
+        if category != catalog.CATEGORY:
+            raise RequestInvalid(
+                f"Unknown category {category!r}.",
+                {f"{path}category": [f"unknown category; allowed values: {catalog.CATEGORY}"]},
+            )
+        options = {k: v for k, v in (spec.get("options") or {}).items() if v is not None} \
+            if isinstance(spec.get("options"), dict) else spec.get("options")
+        target = catalog.validate(spec.get("target"), options, path)
+        conversion = Conversion(
+            category=category, target=target.name, options=options or {},
+            metadata_=spec.get("metadata") or {}, position=len(job.conversions),
+        )
+        job.conversions.append(conversion)
+        return conversion
+
+    def _add_input(self, job: Job, spec: Any, path: str) -> InputFile:
+        if not isinstance(spec, dict):
+            raise RequestInvalid("Invalid input.", {path.rstrip(".") or "input": ["must be an object"]})
+        kind = spec.get("type", "remote")
+        source = spec.get("source")
+        if kind not in INPUT_TYPES:
+            raise RequestInvalid(
+                f"Unknown input type {kind!r}.",
+                {f"{path}type": [f"unknown input type; allowed values: {', '.join(INPUT_TYPES)}"]},
+            )
+        if kind == "upload":
+            raise RequestInvalid(
+                "Upload inputs are created by uploading.",
+                {f"{path}type": ["send the file to POST {server}/upload-file/{job_id} instead"]},
+            )
+        if not isinstance(source, str) or not source:
+            raise RequestInvalid("Input source missing.", {f"{path}source": ["a non-empty string is required"]})
+        if kind == "remote":
+            parts = urlsplit(source)
+            if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+                raise RequestInvalid(
+                    "Invalid input URL.", {f"{path}source": ["must be an http or https URL"]}
+                )
+            item = InputFile(type=kind, source=source, status="downloading",
+                             filename=spec.get("filename"), position=len(job.inputs))
+            job.inputs.append(item)
+            return item
+        if kind == "base64":
+            return self._add_base64(job, source, spec.get("filename"), path)
+        return self._reuse_input(job, source, path)
+
+    def _add_base64(self, job: Job, content: str, filename: Any, path: str) -> InputFile:
+        if content.startswith("data:") and "," in content:
+            content = content.split(",", 1)[1]
+        try:
+            data = base64.b64decode(content, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise RequestInvalid("Invalid base64 content.", {f"{path}source": ["is not valid base64"]}) from exc
+        with self.storage.incoming_file() as handle:
+            handle.write(data)
+        name = display_name(filename if isinstance(filename, str) else "") or "file"
+        item = InputFile(
+            type="base64", source=name, status="ready", filename=name, size=len(data),
+            checksum=hashlib.sha256(data).hexdigest(), content_type=_content_type(None, name),
+            storage_key=self.storage.adopt_input(Path(handle.name)), position=len(job.inputs),
+        )
+        job.inputs.append(item)
+        return item
+
+    def _reuse_input(self, job: Job, input_id: str, path: str) -> InputFile:
+        earlier = self.session.get(InputFile, input_id)
+        if earlier is None or earlier.job.api_key_id != job.api_key_id:
+            raise RequestInvalid("Unknown input.", {f"{path}source": ["no input with this id"]})
+        if earlier.storage_key is None or not self.storage.input_path(earlier.storage_key).exists():
+            raise RequestInvalid("Input not available.", {f"{path}source": ["that input has no file (any more)"]})
+        item = InputFile(
+            type="input_id", source=input_id, status="ready", filename=earlier.filename,
+            size=earlier.size, checksum=earlier.checksum, content_type=earlier.content_type,
+            storage_key=earlier.storage_key, position=len(job.inputs),
+        )
+        job.inputs.append(item)
+        return item
+
+    def _callback(self, value: Any) -> str | None:
+        if value in (None, ""):
+            return None
+        parts = urlsplit(str(value))
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            raise RequestInvalid("Invalid callback URL.", {"callback": ["must be an http or https URL"]})
+        return str(value)
+
+    def _complete(self, job: Job) -> bool:
+        return bool(job.inputs) and bool(job.conversions)
+
+    def _settle(self, job: Job) -> None:
+        """After a change of inputs or conversions: incomplete or ready, and start if due."""
+        complete = self._complete(job)
+        wanted = JobStatus.READY if complete else JobStatus.INCOMPLETE
+        if job.status != wanted.value:
+            transition(self.session, job.id, wanted, allowed_from=EDITABLE)
+        self.session.commit()
+        self.session.refresh(job)
+        self._start_if_due(job)
+
+    def _start_if_due(self, job: Job) -> None:
+        if job.process and job.status == JobStatus.READY.value:
+            if transition(self.session, job.id, JobStatus.QUEUED, allowed_from=[JobStatus.READY]):
+                self.session.commit()
+                self.session.refresh(job)
+                self.enqueue(job.id)
+
+    def _require_editable(self, job: Job) -> None:
+        if JobStatus(job.status) in STARTED:
+            raise WrongState(f"The job is {job.status}; it can no longer be changed.")
+
+    def _release_input_file(self, item: InputFile) -> None:
+        key, item.storage_key = item.storage_key, None
+        if key is None:
+            return
+        self.session.flush()
+        still_used = self.session.scalar(
+            select(func.count()).select_from(InputFile).where(InputFile.storage_key == key)
+        )
+        if not still_used:
+            remove_quietly(self.storage.input_path(key))
+
+    def _remove_output(self, output: OutputFile) -> None:
+        remove_quietly(self.storage.output_path(output.storage_key))
+        output.job.outputs.remove(output)
+
+
+def is_finished(job: Job) -> bool:
+    return JobStatus(job.status) in FINISHED
+
+
+def display_name(name: str) -> str:
+    """A client-given file name made safe to show: no directories, no control characters."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    cleaned = "".join(ch for ch in base if ch.isprintable()).strip().lstrip(".")
+    return cleaned[:255]
+
+
+def _content_type(declared: str | None, name: str) -> str:
+    if declared and declared != "application/octet-stream":
+        return declared.split(";")[0].strip()
+    guessed, _ = mimetypes.guess_type(name)
+    return guessed or "application/octet-stream"
+

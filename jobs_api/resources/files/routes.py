@@ -1,0 +1,125 @@
+"""The job server: uploads into a job, downloads of outputs (`job.server` = /v2/dl)."""
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from flask import Response, request, send_file
+from flask.views import MethodView
+from marshmallow import Schema, fields, pre_load
+from sqlalchemy import update
+
+from jobs_api import representation as rep
+from jobs_api.errors import NotFound, RequestInvalid
+from jobs_api.models import OutputFile
+from jobs_api.resources.jobs.schemas import InputOut
+from jobs_api.web import Blueprint, load_job, service, session, storage
+
+blp = Blueprint("files", __name__, url_prefix="/v2/dl", description="Uploads and downloads")
+
+BASE64_CHUNK = 3 * 256 * 1024  # a multiple of 3, so chunks encode without padding
+
+
+class Base64File(Schema):
+    content = fields.String(required=True, metadata={"description": "The file, base64-encoded"})
+    filename = fields.String(load_default="file")
+
+    @pre_load(pass_collection=True)
+    def one_or_many(self, data: Any, many: bool, **_kwargs: Any) -> Any:
+        return [data] if many and isinstance(data, dict) else data
+
+
+UPLOAD_BODY = {
+    "required": True,
+    "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": ["file"],
+        "properties": {"file": {"type": "string", "format": "binary"}},
+    }}},
+}
+
+
+@blp.route("/upload-file/<job_id>")
+class UploadFile(MethodView):
+    @blp.doc(requestBody=UPLOAD_BODY)
+    @blp.response(201, InputOut)
+    def post(self, job_id: str) -> Any:
+        """Upload a file into a job (multipart field `file`), with the job's token or the key"""
+        job = load_job(job_id)  # before the body is read: no bytes for a job you cannot see
+        upload = request.files.get("file")
+        if upload is None or not upload.filename and not upload.stream:
+            raise RequestInvalid("No file sent.", {"file": ["a multipart field named file is required"]})
+        upload.stream.close()
+        path = Path(upload.stream.name)  # type: ignore[union-attr]
+        if path.stat().st_size == 0:
+            raise RequestInvalid("The uploaded file is empty.", {"file": ["the file has no content"]})
+        item = service().accept_file(job, path, upload.filename, upload.content_type)
+        return rep.input_json(item)
+
+
+@blp.route("/upload-base64/<job_id>")
+class UploadBase64(MethodView):
+    @blp.arguments(Base64File(many=True))
+    @blp.response(201, InputOut(many=True))
+    def post(self, files: list[dict[str, Any]], job_id: str) -> Any:
+        """Upload one or more base64-encoded files into a job (object or array of {content, filename})"""
+        job = load_job(job_id)
+        created = []
+        for index, item in enumerate(files):
+            handle = storage().incoming_file()
+            with handle:
+                try:
+                    data = base64.b64decode(_strip_data_uri(item["content"]), validate=True)
+                except (binascii.Error, ValueError) as exc:
+                    raise RequestInvalid("Invalid base64 content.", {f"{index}.content": ["is not valid base64"]}) from exc
+                if not data:
+                    raise RequestInvalid("The uploaded file is empty.", {f"{index}.content": ["the file has no content"]})
+                handle.write(data)
+            created.append(service().accept_file(job, Path(handle.name), item["filename"], None, kind="base64"))
+        return [rep.input_json(item) for item in created]
+
+
+def _strip_data_uri(content: str) -> str:
+    return content.split(",", 1)[1] if content.startswith("data:") and "," in content else content
+
+
+@blp.route("/output/<output_id>", methods=["GET", "HEAD"])
+@blp.doc(responses={200: {"description": "The file"}, 404: {"description": "No such output"}})
+def download(output_id: str) -> Response:
+    """Download an output (byte ranges supported; ?encoding=base64 for base64)"""
+    output = session().get(OutputFile, output_id)
+    if output is None or output.status != "enabled":
+        raise NotFound("Output not found.")
+    path = storage().output_path(output.storage_key)
+    if not path.exists():
+        raise NotFound("Output not found.")
+    if request.method == "GET" and not request.headers.get("Range"):
+        session().execute(
+            update(OutputFile).where(OutputFile.id == output.id)
+            .values(downloads_counter=OutputFile.downloads_counter + 1)
+        )
+        session().commit()
+    if request.args.get("encoding") == "base64":
+        size = path.stat().st_size
+        response = Response(_base64_chunks(path), mimetype="text/plain")
+        response.content_length = 4 * ((size + 2) // 3)
+    else:
+        response = send_file(path, mimetype=output.content_type, conditional=True,
+                             etag=output.checksum, max_age=0)
+    response.headers["Content-Disposition"] = content_disposition(output.filename)
+    return response
+
+
+def _base64_chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as handle:
+        while chunk := handle.read(BASE64_CHUNK):
+            yield base64.b64encode(chunk)
+
+
+def content_disposition(filename: str) -> str:
+    """A quoted ASCII fallback for old clients plus the exact name as RFC 5987 filename*."""
+    fallback = "".join(ch if 32 <= ord(ch) < 127 and ch not in '"\\' else "_" for ch in filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"

@@ -1,0 +1,184 @@
+"""/v2/jobs and its sub-resources: conversions, input, output, history."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response
+from flask.views import MethodView
+
+from jobs_api import representation as rep
+from jobs_api.errors import NotFound
+from jobs_api.models import Conversion, InputFile, Job, OutputFile
+from jobs_api.resources.jobs import schemas
+from jobs_api.web import Blueprint, api_key_id, config, load_job, service
+
+blp = Blueprint("jobs", __name__, url_prefix="/v2/jobs", description="Conversion jobs")
+
+
+def _job(job: Job) -> dict[str, Any]:
+    return rep.job_json(job, config())
+
+
+def _find(items: list[Any], item_id: str, what: str) -> Any:
+    for item in items:
+        if item.id == item_id:
+            return item
+    raise NotFound(f"{what} not found.")
+
+
+@blp.route("")
+class Jobs(MethodView):
+    @blp.arguments(schemas.JobListQuery, location="query")
+    @blp.response(200, schemas.JobOut(many=True), headers={"X-Count": {"description": "Total jobs", "schema": {"type": "integer"}}})
+    def get(self, query: dict[str, Any]) -> Any:
+        """List the jobs of the calling key, newest first, 50 per page"""
+        jobs, total = service().page(api_key_id(), query.get("status"), query["page"])
+        return [_job(job) for job in jobs], 200, {"X-Count": str(total)}
+
+    @blp.arguments(schemas.JobCreate)
+    @blp.response(201, schemas.JobOut)
+    def post(self, body: dict[str, Any]) -> Any:
+        """Create a job; it starts at once when complete and process is true"""
+        return _job(service().create(api_key_id(), body))
+
+
+@blp.route("/<job_id>")
+class JobItem(MethodView):
+    @blp.response(200, schemas.JobOut)
+    def get(self, job_id: str) -> Any:
+        """Get a job"""
+        return _job(load_job(job_id))
+
+    @blp.arguments(schemas.JobPatch)
+    @blp.response(200, schemas.JobOut)
+    def patch(self, body: dict[str, Any], job_id: str) -> Any:
+        """Change a job that has not started; {"process": true} starts it"""
+        return _job(service().update(load_job(job_id), body))
+
+    @blp.response(204)
+    def delete(self, job_id: str) -> Any:
+        """Cancel a job; its files are deleted and it stays readable as canceled"""
+        service().cancel(load_job(job_id, token_ok=False))
+        return Response(status=204)
+
+
+@blp.route("/<job_id>/history")
+class JobHistory(MethodView):
+    @blp.response(200, schemas.HistoryOut(many=True))
+    def get(self, job_id: str) -> Any:
+        """The job's changes of status"""
+        return [rep.event_json(event) for event in load_job(job_id).history]
+
+
+@blp.route("/<job_id>/conversions")
+class Conversions(MethodView):
+    @blp.response(200, schemas.ConversionOut(many=True))
+    def get(self, job_id: str) -> Any:
+        """List the job's conversions"""
+        return [rep.conversion_json(item) for item in load_job(job_id).conversions]
+
+    @blp.arguments(schemas.ConversionSpec)
+    @blp.response(201, schemas.ConversionOut)
+    def post(self, body: dict[str, Any], job_id: str) -> Any:
+        """Add a conversion to a job that has not started"""
+        return rep.conversion_json(service().add_conversion(load_job(job_id), body))
+
+
+@blp.route("/<job_id>/conversions/<conversion_id>")
+class ConversionItem(MethodView):
+    @blp.response(200, schemas.ConversionOut)
+    def get(self, job_id: str, conversion_id: str) -> Any:
+        """Get one conversion"""
+        return rep.conversion_json(_conversion(job_id, conversion_id)[1])
+
+    @blp.arguments(schemas.ConversionPatch)
+    @blp.response(200, schemas.ConversionOut)
+    def patch(self, body: dict[str, Any], job_id: str, conversion_id: str) -> Any:
+        """Change a conversion; options merge and null resets one"""
+        job, item = _conversion(job_id, conversion_id)
+        return rep.conversion_json(service().update_conversion(job, item, body))
+
+    @blp.response(204)
+    def delete(self, job_id: str, conversion_id: str) -> Any:
+        """Remove a conversion from a job that has not started"""
+        job, item = _conversion(job_id, conversion_id)
+        service().delete_conversion(job, item)
+        return Response(status=204)
+
+
+def _conversion(job_id: str, conversion_id: str) -> tuple[Job, Conversion]:
+    job = load_job(job_id)
+    return job, _find(job.conversions, conversion_id, "Conversion")
+
+
+@blp.route("/<job_id>/input")
+class Inputs(MethodView):
+    @blp.response(200, schemas.InputOut(many=True))
+    def get(self, job_id: str) -> Any:
+        """List the job's inputs"""
+        return [rep.input_json(item) for item in load_job(job_id).inputs]
+
+    @blp.arguments(schemas.InputSpec)
+    @blp.response(201, schemas.InputOut)
+    def post(self, body: dict[str, Any], job_id: str) -> Any:
+        """Add an input (remote, base64 or input_id) to a job that has not started"""
+        return rep.input_json(service().add_input(load_job(job_id), body))
+
+
+@blp.route("/<job_id>/input/<input_id>")
+class InputItem(MethodView):
+    @blp.response(200, schemas.InputOut)
+    def get(self, job_id: str, input_id: str) -> Any:
+        """Get one input"""
+        return rep.input_json(_input(job_id, input_id)[1])
+
+    @blp.arguments(schemas.InputPatch)
+    @blp.response(200, schemas.InputOut)
+    def patch(self, body: dict[str, Any], job_id: str, input_id: str) -> Any:
+        """Change an input's file name or options"""
+        job, item = _input(job_id, input_id)
+        return rep.input_json(service().update_input(job, item, body))
+
+    @blp.response(204)
+    def delete(self, job_id: str, input_id: str) -> Any:
+        """Remove an input from a job that has not started"""
+        job, item = _input(job_id, input_id)
+        service().delete_input(job, item)
+        return Response(status=204)
+
+
+def _input(job_id: str, input_id: str) -> tuple[Job, InputFile]:
+    job = load_job(job_id)
+    return job, _find(job.inputs, input_id, "Input")
+
+
+@blp.route("/<job_id>/output")
+class Outputs(MethodView):
+    @blp.response(200, schemas.OutputOut(many=True))
+    def get(self, job_id: str) -> Any:
+        """List the job's outputs"""
+        return [rep.output_json(item, config()) for item in load_job(job_id).outputs]
+
+
+@blp.route("/<job_id>/output/<output_id>")
+class OutputItem(MethodView):
+    @blp.response(200, schemas.OutputOut)
+    def get(self, job_id: str, output_id: str) -> Any:
+        """Get one output"""
+        return rep.output_json(_output(job_id, output_id), config())
+
+    @blp.arguments(schemas.OutputPatch)
+    @blp.response(200, schemas.OutputOut)
+    def patch(self, body: dict[str, Any], job_id: str, output_id: str) -> Any:
+        """Rename an output's download (the extension stays)"""
+        return rep.output_json(service().update_output(_output(job_id, output_id), body), config())
+
+    @blp.response(204)
+    def delete(self, job_id: str, output_id: str) -> Any:
+        """Delete an output and its file"""
+        service().delete_output(_output(job_id, output_id))
+        return Response(status=204)
+
+
+def _output(job_id: str, output_id: str) -> OutputFile:
+    return _find(load_job(job_id).outputs, output_id, "Output")  # type: ignore[no-any-return]

@@ -1,0 +1,140 @@
+"""Per-request plumbing: the database session, the job service, who is calling, and
+the request class that streams uploads straight onto the storage filesystem."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import IO, Any
+
+from flask import Request, current_app, g, request
+from marshmallow import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from webargs import core
+from webargs.flaskparser import FlaskParser
+from flask_smorest import Blueprint as SmorestBlueprint
+
+from jobs_api.config import Config
+from jobs_api.errors import NotAuthenticated, RequestInvalid
+from jobs_api.jobs import JobService
+from jobs_api.models import ApiKey, Job
+from jobs_api.security import hash_secret
+from jobs_api.storage import Storage, remove_quietly
+from workers.queue import enqueue
+
+KEY_HEADERS = ("X-Api2convert-Api-Key", "X-Oc-Api-Key")
+TOKEN_HEADERS = ("X-Api2convert-Token", "X-Oc-Token")
+
+
+def config() -> Config:
+    return current_app.extensions["jobs_api"]["config"]  # type: ignore[no-any-return]
+
+
+def storage() -> Storage:
+    return current_app.extensions["jobs_api"]["storage"]  # type: ignore[no-any-return]
+
+
+def session() -> Session:
+    if "db_session" not in g:
+        g.db_session = current_app.extensions["jobs_api"]["sessions"]()
+    return g.db_session  # type: ignore[no-any-return]
+
+
+def close_session(_exc: BaseException | None) -> None:
+    db_session = g.pop("db_session", None)
+    if db_session is not None:
+        db_session.close()
+
+
+def service() -> JobService:
+    settings = config()
+    return JobService(session(), settings, storage(), lambda job_id: enqueue(
+        settings, "workers.tasks.process_job", job_id))
+
+
+def _header(names: tuple[str, ...]) -> str | None:
+    for name in names:
+        value = request.headers.get(name)
+        if value:
+            return value.strip()
+    return None
+
+
+def api_key_id() -> str:
+    """The calling key's id; 401 unless a valid, unrevoked key was sent."""
+    key = _header(KEY_HEADERS)
+    if not key:
+        raise NotAuthenticated()
+    row = session().scalar(select(ApiKey).where(ApiKey.key_hash == hash_secret(key)))
+    if row is None or row.revoked_at is not None:
+        raise NotAuthenticated()
+    return row.id
+
+
+def load_job(job_id: str, *, token_ok: bool = True) -> Job:
+    """The job if the caller may see it: by its owner's key, or by its own token."""
+    token = _header(TOKEN_HEADERS)
+    if _header(KEY_HEADERS) or not token or not token_ok:
+        return service().for_key(api_key_id(), job_id)
+    return service().for_token(token, job_id)
+
+
+class JsonAnywayParser(FlaskParser):
+    """Bodies are JSON whatever their Content-Type; errors are 400 naming each field."""
+
+    DEFAULT_VALIDATION_STATUS = 400
+
+    def _raw_load_json(self, req: Request) -> Any:
+        data = req.get_data(cache=True)
+        if not data.strip():
+            return core.missing
+        try:
+            return json.loads(data)
+        except ValueError as exc:
+            raise RequestInvalid(
+                "Malformed JSON in the request body.", {"body": [f"not valid JSON: {exc.msg}"]}
+            ) from exc
+
+    def handle_error(self, error: ValidationError, req: Request, schema: Any, *,  # type: ignore[override]
+                     error_status_code: int | None, error_headers: Any) -> None:
+        messages = error.messages
+        if isinstance(messages, dict) and len(messages) == 1 and next(iter(messages)) in ("json", "query"):
+            messages = next(iter(messages.values()))
+        raise RequestInvalid("Invalid request.", flatten(messages))
+
+
+def flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
+    """marshmallow's nested messages as {"conversion.0.target": [...]}."""
+    if isinstance(messages, dict):
+        flat: dict[str, list[str]] = {}
+        for key, value in messages.items():
+            name = "body" if key == "_schema" else str(key)
+            flat.update(flatten(value, f"{prefix}.{name}" if prefix else name))
+        return flat
+    if isinstance(messages, list) and all(isinstance(item, str) for item in messages):
+        return {prefix or "body": messages}
+    return {prefix or "body": [str(messages)]}
+
+
+class Blueprint(SmorestBlueprint):
+    ARGUMENTS_PARSER = JsonAnywayParser()
+
+
+class StreamingRequest(Request):
+    """Multipart file parts are written to the storage's incoming folder as they arrive,
+    so an upload is never held whole in memory and adopting it is a rename."""
+
+    def _get_file_stream(self, total_content_length: int | None, content_type: str | None,
+                         filename: str | None = None, content_length: int | None = None) -> IO[bytes]:
+        handle = storage().incoming_file()
+        self.incoming_paths.append(Path(handle.name))
+        return handle
+
+    @property
+    def incoming_paths(self) -> list[Path]:
+        paths = self.environ.setdefault("jobs_api.incoming", [])
+        return paths  # type: ignore[no-any-return]
+
+    def remove_incoming(self) -> None:
+        for path in self.incoming_paths:
+            remove_quietly(path)  # adopted files were renamed away already

@@ -1,0 +1,4 @@
+"""The WSGI entry point for gunicorn: `jobs_api.wsgi:app`."""
+from jobs_api.app import create_app
+
+app = create_app()

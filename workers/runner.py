@@ -1,0 +1,86 @@
+"""The one place that starts processes (ffmpeg, ffprobe).
+
+Each run gets a deadline and its own process group; on time-out, cancel or any error
+the whole group is killed and reaped. RQ's own job time-out would not kill children.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+
+POLL_SECONDS = 0.1
+STDERR_TAIL = 4000
+
+
+class ProcessFailed(Exception):
+    """The process exited non-zero. `stderr_tail` is for logs, never for clients."""
+
+    def __init__(self, message: str, returncode: int | None = None, stderr_tail: str = "") -> None:
+        super().__init__(message)
+        self.returncode = returncode
+        self.stderr_tail = stderr_tail
+
+
+class ProcessTimedOut(ProcessFailed):
+    pass
+
+
+class ProcessStopped(ProcessFailed):
+    """Stopped on request (the job was canceled)."""
+
+
+def run(
+    args: list[str], *, deadline_seconds: float,
+    should_stop: Callable[[], bool] | None = None,
+    on_line: Callable[[str], None] | None = None,
+) -> str:
+    """Run `args`; return stdout (or feed it line by line to `on_line`)."""
+    collected: list[str] = []
+    sink = on_line or collected.append
+    with tempfile.TemporaryFile() as stderr:
+        process = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
+            start_new_session=True, text=True, errors="replace",
+        )
+        reader = threading.Thread(target=_pump, args=(process, sink), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + deadline_seconds
+        try:
+            while process.poll() is None:
+                if time.monotonic() > deadline:
+                    raise ProcessTimedOut(f"{args[0]} took longer than {deadline_seconds:g} seconds")
+                if should_stop is not None and should_stop():
+                    raise ProcessStopped(f"{args[0]} was stopped")
+                try:
+                    process.wait(timeout=POLL_SECONDS)
+                except subprocess.TimeoutExpired:
+                    pass
+        finally:
+            _kill_group(process)
+            reader.join(timeout=5)
+        if process.returncode != 0:
+            stderr.seek(0, os.SEEK_END)
+            stderr.seek(max(0, stderr.tell() - STDERR_TAIL))
+            tail = stderr.read().decode("utf-8", "replace")
+            raise ProcessFailed(f"{args[0]} exited with {process.returncode}", process.returncode, tail)
+    return "".join(collected)
+
+
+def _pump(process: subprocess.Popen[str], sink: Callable[[str], None]) -> None:
+    assert process.stdout is not None
+    for line in process.stdout:
+        sink(line)
+
+
+def _kill_group(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    process.wait()

@@ -1,0 +1,371 @@
+"""RQ tasks. They take a job id, reload the job, and own every later change of it."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from jobs_api import catalog, outbound
+from jobs_api.config import Config
+from jobs_api.db import make_engine, make_sessionmaker
+from jobs_api.jobs import display_name
+from jobs_api.lifecycle import transition
+from jobs_api.models import Conversion, InputFile, Job, JobStatus, OutputFile
+from jobs_api.representation import job_json
+from jobs_api.storage import Storage, remove_quietly, sha256_file
+from workers import ffmpeg, runner
+
+log = logging.getLogger(__name__)
+
+PROBE_SECONDS = 30
+PROGRESS_EVERY = 0.5
+CANCEL_CHECK_EVERY = 0.25
+CALLBACK_TIMEOUT = 10.0
+
+
+class Code:
+    """Stable numeric codes of job errors."""
+
+    INPUT_UNREACHABLE = 1001
+    INPUT_REFUSED = 1002
+    NOT_AUDIO = 2001
+    DAMAGED = 2002
+    TOO_LONG = 2003
+    OUTPUT_TOO_LARGE = 2004
+    TIMED_OUT = 2005
+    CONVERSION_FAILED = 2006
+    OPTIONS_NOT_APPLICABLE = 2007
+    NO_OUTPUT = 3001
+
+
+class JobProblem(Exception):
+    """A failure to report on the job: the message is written for the user."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Canceled(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Context:
+    config: Config
+    sessions: sessionmaker[Session]
+    storage: Storage
+
+    @property
+    def limits(self) -> ffmpeg.Limits:
+        return ffmpeg.Limits(
+            max_duration=self.config.max_duration_seconds,
+            max_output_bytes=self.config.max_output_bytes,
+            max_channels=self.config.max_channels,
+            max_sample_rate=self.config.max_sample_rate,
+        )
+
+
+@cache
+def context() -> Context:
+    """Built on first use inside the process that runs tasks (after RQ's fork)."""
+    config = Config.from_env()
+    storage = Storage(config.storage_dir)
+    storage.ensure()
+    return Context(config, make_sessionmaker(make_engine(config.database_url)), storage)
+
+
+def process_job(job_id: str) -> str:
+    ctx = context()
+    with ctx.sessions() as session:
+        job = session.get(Job, job_id)
+        if job is None or not transition(
+            session, job_id, JobStatus.DOWNLOADING, allowed_from=[JobStatus.QUEUED]
+        ):
+            return "skipped"
+        session.commit()
+        try:
+            outcome = _run(ctx, session, job)
+        except Canceled:
+            outcome = "canceled"
+        except Exception:
+            # Unexpected: the job fails with a generic message; details go to the log
+            # (and to RQ's failed registry when we re-raise).
+            session.rollback()
+            _fail(session, job_id, "job", job_id, Code.CONVERSION_FAILED,
+                  "An internal error stopped the conversion. Please try again.")
+            session.commit()
+            _notify(ctx, job_id)
+            raise
+        if outcome == "canceled":
+            _discard_outputs(ctx, session, job_id)
+        else:
+            _notify(ctx, job_id)
+        return outcome
+
+
+def _run(ctx: Context, session: Session, job: Job) -> str:
+    for item in job.inputs:
+        if item.storage_key is None and item.type == "remote":
+            try:
+                _download(ctx, session, item)
+            except JobProblem as problem:
+                item.status = "failed"
+                if _problem(session, job, "input", item.id, problem, job.fail_on_input_error):
+                    return "failed"
+    _check_canceled(session, job.id)
+    if not transition(session, job.id, JobStatus.PROCESSING, allowed_from=[JobStatus.DOWNLOADING]):
+        raise Canceled()
+    session.commit()
+
+    ready = [item for item in job.inputs if item.status == "ready" and item.storage_key]
+    steps = [(conversion, item) for conversion in job.conversions for item in ready]
+    with ctx.storage.work_dir(job.id) as work:
+        for index, (conversion, item) in enumerate(steps):
+            progress = _Progress(ctx, job.id, index, len(steps))
+            try:
+                _convert(ctx, session, job, conversion, item, work, progress)
+            except JobProblem as problem:
+                if _problem(session, job, "conversion", conversion.id, problem, job.fail_on_conversion_error):
+                    return "failed"
+    if not job.outputs:
+        _fail(session, job.id, "job", job.id, Code.NO_OUTPUT, "The job produced no output.")
+        session.commit()
+        return "failed"
+    session.execute(update(Job).where(Job.id == job.id).values(progress=100))
+    if not transition(session, job.id, JobStatus.COMPLETED, allowed_from=[JobStatus.PROCESSING]):
+        session.rollback()
+        return "canceled"
+    session.commit()
+    return "completed"
+
+
+def _problem(session: Session, job: Job, source: str, source_id: str, problem: JobProblem, fatal: bool) -> bool:
+    """Record a problem as the job's failure (returns True) or as a warning."""
+    if fatal:
+        _fail(session, job.id, source, source_id, problem.code, problem.message)
+        session.commit()
+        return True
+    job.warnings = [*job.warnings, _message(source, source_id, problem.code, problem.message)]
+    session.commit()
+    return False
+
+
+def _fail(session: Session, job_id: str, source: str, source_id: str, code: int, message: str) -> None:
+    job = session.get(Job, job_id)
+    assert job is not None
+    if transition(session, job_id, JobStatus.FAILED, info=message,
+                  allowed_from=[JobStatus.QUEUED, JobStatus.DOWNLOADING, JobStatus.PROCESSING]):
+        job.errors = [*job.errors, _message(source, source_id, code, message)]
+
+
+def _message(source: str, source_id: str, code: int, message: str) -> dict[str, Any]:
+    return {"source": source, "id_source": source_id, "code": code, "message": message, "details": {}}
+
+
+def _download(ctx: Context, session: Session, item: InputFile) -> None:
+    assert item.source is not None
+    allow = outbound.Allowance.parse(ctx.config.outbound_allow)
+    with ctx.storage.incoming_file() as handle:
+        path = Path(handle.name)
+        try:
+            fetched = outbound.fetch_to_file(
+                item.source, handle, allow=allow, max_bytes=ctx.config.max_input_bytes,
+                timeout=ctx.config.download_timeout_seconds,
+            )
+        except outbound.OutboundRefused as exc:
+            remove_quietly(path)
+            raise JobProblem(Code.INPUT_REFUSED, f"The input URL is not allowed: {exc}") from exc
+        except outbound.OutboundFailed as exc:
+            remove_quietly(path)
+            raise JobProblem(Code.INPUT_UNREACHABLE, f"The input could not be downloaded: {exc}") from exc
+        except BaseException:
+            remove_quietly(path)
+            raise
+    item.filename = item.filename or display_name(fetched.filename or "") or "file"
+    item.content_type = fetched.content_type
+    item.size = fetched.size
+    item.checksum = sha256_file(path)
+    item.storage_key = ctx.storage.adopt_input(path)
+    item.status = "ready"
+    session.commit()
+
+
+class _Progress:
+    """Writes the job's progress (throttled) and answers whether it was canceled."""
+
+    def __init__(self, ctx: Context, job_id: str, step: int, steps: int) -> None:
+        self.ctx, self.job_id, self.step, self.steps = ctx, job_id, step, steps
+        self.total = 0.0
+        self.last_write = self.last_check = 0.0
+        self.canceled = False
+
+    def line(self, text: str) -> None:
+        key, _, value = text.strip().partition("=")
+        if key != "out_time_us" or not value.lstrip("-").isdigit() or self.total <= 0:
+            return
+        now = time.monotonic()
+        if now - self.last_write < PROGRESS_EVERY:
+            return
+        self.last_write = now
+        fraction = min(1.0, max(0.0, int(value) / 1e6 / self.total))
+        percent = int(100 * (self.step + fraction) / self.steps)
+        with self.ctx.sessions() as session:
+            session.execute(
+                update(Job).where(Job.id == self.job_id, Job.status == JobStatus.PROCESSING.value)
+                .values(progress=min(percent, 99))
+            )
+            session.commit()
+
+    def should_stop(self) -> bool:
+        now = time.monotonic()
+        if now - self.last_check >= CANCEL_CHECK_EVERY:
+            self.last_check = now
+            with self.ctx.sessions() as session:
+                status = session.scalar(select(Job.status).where(Job.id == self.job_id))
+            self.canceled = status != JobStatus.PROCESSING.value
+        return self.canceled
+
+
+def _check_canceled(session: Session, job_id: str) -> None:
+    session.expire_all()
+    status = session.scalar(select(Job.status).where(Job.id == job_id))
+    if status == JobStatus.CANCELED.value:
+        raise Canceled()
+
+
+def _probe(path: Path) -> ffmpeg.SourceInfo:
+    try:
+        text = runner.run(ffmpeg.probe_args(path), deadline_seconds=PROBE_SECONDS)
+    except runner.ProcessTimedOut as exc:
+        raise JobProblem(Code.NOT_AUDIO, "The input could not be read in time.") from exc
+    except runner.ProcessFailed as exc:
+        raise JobProblem(
+            Code.NOT_AUDIO,
+            "The input is not an audio file in a supported format (or it is empty or damaged).",
+        ) from exc
+    try:
+        return ffmpeg.parse_probe(text)
+    except ffmpeg.NotAudio as exc:
+        raise JobProblem(Code.NOT_AUDIO, "The input has no audio stream.") from exc
+
+
+def _convert(
+    ctx: Context, session: Session, job: Job, conversion: Conversion, item: InputFile,
+    work: Path, progress: _Progress,
+) -> None:
+    target = catalog.TARGETS[conversion.target]
+    source_path = ctx.storage.input_path(item.storage_key or "")
+    source = _probe(source_path)
+    if source.duration > ctx.config.max_duration_seconds:
+        raise JobProblem(
+            Code.TOO_LONG,
+            f"The input is {source.duration:.0f} s long; the limit is {ctx.config.max_duration_seconds} s.",
+        )
+    try:
+        plan = ffmpeg.plan_conversion(target, conversion.options, source, ctx.limits)
+    except ffmpeg.PlanInvalid as exc:
+        raise JobProblem(Code.OPTIONS_NOT_APPLICABLE, f"The options do not fit the input: {exc}.") from exc
+    progress.total = plan.duration
+    partial = work / f"{conversion.id}.{target.extension}"
+    try:
+        runner.run(
+            ffmpeg.convert_args(source_path, partial, plan, ctx.limits),
+            deadline_seconds=ctx.config.ffmpeg_timeout_seconds,
+            should_stop=progress.should_stop, on_line=progress.line,
+        )
+    except runner.ProcessStopped as exc:
+        raise Canceled() from exc
+    except runner.ProcessTimedOut as exc:
+        raise JobProblem(
+            Code.TIMED_OUT, f"The conversion took longer than {ctx.config.ffmpeg_timeout_seconds} s and was stopped."
+        ) from exc
+    except runner.ProcessFailed as exc:
+        log.warning("ffmpeg failed for job %s: %s", job.id, exc.stderr_tail)
+        raise JobProblem(
+            Code.DAMAGED, "The input could not be decoded; it may be damaged or truncated."
+        ) from exc
+    size = partial.stat().st_size
+    if size >= ctx.config.max_output_bytes:
+        raise JobProblem(
+            Code.OUTPUT_TOO_LARGE, f"The output would exceed the limit of {ctx.config.max_output_bytes} bytes."
+        )
+    measured = _probe(partial)
+    expected = plan.duration
+    if expected - measured.duration > max(0.5, 0.1 * expected):
+        raise JobProblem(
+            Code.DAMAGED,
+            f"The input is truncated or damaged: only {measured.duration:.2f} s of "
+            f"{expected:.2f} s could be decoded.",
+        )
+    stem = conversion.options.get("output_filename") or Path(item.filename or "file").stem
+    output = OutputFile(
+        conversion_id=conversion.id, input_ids=[item.id],
+        filename=f"{display_name(stem) or 'file'}.{target.extension}",
+        size=size, checksum=sha256_file(partial), content_type=target.content_type,
+        metadata_=_metadata(measured, plan),
+        storage_key=ctx.storage.adopt_output(partial),
+    )
+    job.outputs.append(output)
+    session.commit()
+
+
+def _metadata(measured: ffmpeg.SourceInfo, plan: ffmpeg.Plan) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "duration": round(measured.duration, 3),
+        "sample_rate": measured.sample_rate,
+        "channels": measured.channels,
+        "codec": measured.codec,
+        "bitrate": measured.bit_rate,
+    }
+    if plan.bit_depth:
+        data["bit_depth"] = plan.bit_depth
+    return data
+
+
+def _discard_outputs(ctx: Context, session: Session, job_id: str) -> None:
+    session.expire_all()
+    for output in session.scalars(select(OutputFile).where(OutputFile.job_id == job_id)):
+        remove_quietly(ctx.storage.output_path(output.storage_key))
+        session.delete(output)
+    session.commit()
+
+
+
+# Callbacks --------------------------------------------------------------------------
+
+def _notify(ctx: Context, job_id: str) -> None:
+    with ctx.sessions() as session:
+        job = session.get(Job, job_id)
+        if job is None or not job.callback:
+            return
+    from workers.queue import enqueue
+
+    enqueue(ctx.config, "workers.tasks.deliver_callback", job_id)
+
+
+def deliver_callback(job_id: str) -> int | None:
+    """POST the Job JSON to its callback URL once, through the outbound guard."""
+    ctx = context()
+    with ctx.sessions() as session:
+        job = session.get(Job, job_id)
+        if job is None or not job.callback:
+            return None
+        body = json.dumps(job_json(job, ctx.config)).encode("utf-8")
+        url = job.callback
+    try:
+        return outbound.post(
+            url, body, {"Content-Type": "application/json"},
+            allow=outbound.Allowance.parse(ctx.config.outbound_allow), timeout=CALLBACK_TIMEOUT,
+        )
+    except (outbound.OutboundRefused, outbound.OutboundFailed) as exc:
+        log.info("callback for job %s not delivered: %s", job_id, exc)
+        return None
