@@ -296,13 +296,15 @@ class JobService:
 
     def _settle(self, job: Job) -> None:
         """After a change of inputs or conversions: incomplete or ready, and start if due."""
-        complete = self._complete(job)
-        wanted = JobStatus.READY if complete else JobStatus.INCOMPLETE
+        wanted = JobStatus.READY if self._complete(job) else JobStatus.INCOMPLETE
+        if wanted == JobStatus.READY and job.process:
+            wanted = JobStatus.QUEUED
         if job.status != wanted.value:
             transition(self.session, job.id, wanted, allowed_from=EDITABLE)
         self.session.commit()
         self.session.refresh(job)
-        self._start_if_due(job)
+        if wanted == JobStatus.QUEUED:
+            self.enqueue(job.id)
 
     def _start_if_due(self, job: Job) -> None:
         if job.process and job.status == JobStatus.READY.value:

@@ -1,0 +1,230 @@
+"""Real services for the tests: Redis (a dedicated index, flushed), PostgreSQL when
+TEST_DATABASE_URL points at it (CI) or SQLite, ffmpeg, and real HTTP servers."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from redis import Redis
+from rq import SimpleWorker
+from rq.serializers import JSONSerializer
+from sqlalchemy import text
+
+from jobs_api.app import create_app
+from jobs_api.cli import migrate
+from jobs_api.config import Config
+from jobs_api.db import make_engine, make_sessionmaker
+from jobs_api.models import ApiKey, Base
+from jobs_api.security import hash_secret, new_secret
+from workers import tasks
+from workers.queue import queue_for
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture(scope="session")
+def config(tmp_path_factory: pytest.TempPathFactory) -> Config:
+    root = tmp_path_factory.mktemp("service")
+    database_url = os.environ.get("TEST_DATABASE_URL") or f"sqlite:///{root}/jobs.db"
+    settings = Config(
+        database_url=database_url,
+        redis_url=REDIS_URL,
+        storage_dir=root / "storage",
+        public_url="http://127.0.0.1:8000",
+        # The suite's own HTTP servers run on loopback; nothing else is let through.
+        outbound_allow=("127.0.0.1",),
+        queue_name="test-conversions",
+        max_input_bytes=64 * 1024 * 1024,
+        max_output_bytes=256 * 1024 * 1024,
+        max_duration_seconds=3 * 3600,
+        ffmpeg_timeout_seconds=120,
+        download_timeout_seconds=30,
+    )
+    if not database_url.startswith("sqlite"):
+        engine = make_engine(database_url)
+        Base.metadata.drop_all(engine)
+        with engine.begin() as connection:
+            connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
+        engine.dispose()
+    migrate(settings)
+    Redis.from_url(REDIS_URL).flushdb()
+    # The in-process worker reads its settings from the environment, as in production.
+    os.environ.update(service_env(settings))
+    tasks.context.cache_clear()
+    return settings
+
+
+def service_env(settings: Config) -> dict[str, str]:
+    return {
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "STORAGE_DIR": str(settings.storage_dir),
+        "PUBLIC_URL": settings.public_url,
+        "OUTBOUND_ALLOW": ",".join(settings.outbound_allow),
+        "QUEUE_NAME": settings.queue_name,
+        "MAX_INPUT_BYTES": str(settings.max_input_bytes),
+        "MAX_OUTPUT_BYTES": str(settings.max_output_bytes),
+        "MAX_DURATION_SECONDS": str(settings.max_duration_seconds),
+        "FFMPEG_TIMEOUT_SECONDS": str(settings.ffmpeg_timeout_seconds),
+        "DOWNLOAD_TIMEOUT_SECONDS": str(settings.download_timeout_seconds),
+    }
+
+
+@pytest.fixture(scope="session")
+def app(config: Config) -> Any:
+    return create_app(config)
+
+
+@pytest.fixture()
+def client(app: Any) -> Any:
+    return app.test_client()
+
+
+def create_key(settings: Config, name: str = "test") -> str:
+    secret = new_secret()
+    with make_sessionmaker(make_engine(settings.database_url))() as session:
+        session.add(ApiKey(name=name, key_hash=hash_secret(secret)))
+        session.commit()
+    return secret
+
+
+@pytest.fixture()
+def api_key(config: Config) -> str:
+    return create_key(config)
+
+
+@pytest.fixture()
+def headers(api_key: str) -> dict[str, str]:
+    return {"X-Oc-Api-Key": api_key}
+
+
+def run_worker(settings: Config) -> None:
+    """Run every queued task in this process, then return (RQ's burst mode)."""
+    queue = queue_for(settings)
+    SimpleWorker([queue], connection=queue.connection, serializer=JSONSerializer).work(burst=True)
+
+
+# Audio ---------------------------------------------------------------------------
+
+def make_audio(path: Path, seconds: float = 3.0, rate: int = 44100, channels: int = 2,
+               extra: list[str] | None = None, source: str | None = None) -> Path:
+    """A generated fixture: a tone whose pitch rises over time (so trims are checkable)."""
+    lavfi = source or f"sine=frequency=220:beep_factor=2:sample_rate={rate}:duration={seconds}"
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", lavfi,
+         "-ac", str(channels), "-ar", str(rate), *(extra or []), str(path)],
+        check=True,
+    )
+    return path
+
+
+def probe(path: Path) -> dict[str, Any]:
+    """What ffprobe says of a produced file: the first audio stream plus the container."""
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries",
+         "format=format_name,duration:stream=codec_name,codec_type,sample_rate,channels,"
+         "bits_per_raw_sample,bits_per_sample,sample_fmt", "-of", "json", str(path)],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    data = json.loads(out)
+    stream = next(s for s in data["streams"] if s["codec_type"] == "audio")
+    return {**stream, "format_name": data["format"]["format_name"],
+            "duration": float(data["format"]["duration"])}
+
+
+@pytest.fixture(scope="session")
+def audio_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("audio")
+
+
+@pytest.fixture(scope="session")
+def wav_file(audio_dir: Path) -> Path:
+    return make_audio(audio_dir / "tone.wav", seconds=3.0)
+
+
+# Local HTTP servers --------------------------------------------------------------
+
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="session")
+def file_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A real HTTP server on loopback serving a folder: (base URL, folder)."""
+    folder = tmp_path_factory.mktemp("served")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Quiet, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", folder
+    server.shutdown()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+class LiveService:
+    def __init__(self, url: str, settings: Config, processes: list[subprocess.Popen[bytes]]) -> None:
+        self.url, self.settings, self.processes = url, settings, processes
+
+
+@pytest.fixture(scope="session")
+def live(config: Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
+    """The service as users run it: `jobs-api serve` (gunicorn) and `jobs-api worker`."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    settings = config.replace(public_url=url, queue_name="test-live")
+    env = {**os.environ, **service_env(settings), "PORT": str(port), "HOST": "127.0.0.1",
+           "WEB_CONCURRENCY": "2"}
+    logs = tmp_path_factory.mktemp("live-logs")
+    command = [sys.executable, "-m", "jobs_api.cli"]
+    processes = [
+        subprocess.Popen([*command, "serve"], env=env, stdout=(logs / "api.log").open("wb"),
+                         stderr=subprocess.STDOUT, start_new_session=True),
+        subprocess.Popen([*command, "worker"], env=env, stdout=(logs / "worker.log").open("wb"),
+                         stderr=subprocess.STDOUT, start_new_session=True),
+    ]
+    try:
+        wait_for_port(port)
+        yield LiveService(url, settings, processes)
+    finally:
+        for process in processes:
+            os.killpg(process.pid, 15)
+        for process in processes:
+            process.wait(timeout=20)
+
+
+def wait_for_job(url: str, job_id: str, key: str, seconds: float = 60, until: tuple[str, ...] = (
+        "completed", "failed", "canceled")) -> dict[str, Any]:
+    deadline = time.monotonic() + seconds
+    while True:
+        job = requests.get(f"{url}/v2/jobs/{job_id}", headers={"X-Oc-Api-Key": key}, timeout=10).json()
+        if job["status"]["code"] in until or time.monotonic() > deadline:
+            return job  # type: ignore[no-any-return]
+        time.sleep(0.1)
