@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Flask, request
 from flask_smorest import Api
+from marshmallow import Schema, fields
 from werkzeug.exceptions import HTTPException
 
 from jobs_api.config import Config
@@ -58,9 +59,21 @@ def register_services(app: Flask, config: Config) -> None:
     app.teardown_appcontext(close_session)
 
 
+class ErrorOut(Schema):
+    message = fields.String()
+    code = fields.Integer()
+    errors = fields.Dict(keys=fields.String(), values=fields.List(fields.String()),
+                         metadata={"description": "Field path -> messages"})
+
+
+class JobsApi(Api):
+    ERROR_SCHEMA = ErrorOut
+
+
 def register_api(app: Flask) -> None:
-    api = Api(app, spec_kwargs={"info": {"description": "Self-hosted audio conversion jobs, "
-                                          "wire-compatible with api2convert's v2 API."}})
+    description = "Self-hosted audio conversion jobs, wire-compatible with api2convert's v2 API."
+    api = JobsApi(app, spec_kwargs={"info": {"description": description}})
+    app.extensions["jobs_api"]["api"] = api
     for blueprint in (jobs_blp, files_blp, info_blp):
         api.register_blueprint(blueprint)
 

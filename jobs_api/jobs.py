@@ -23,7 +23,14 @@ from jobs_api.config import Config
 from jobs_api.errors import NotFound, RequestInvalid, WrongState
 from jobs_api.lifecycle import record_initial, transition
 from jobs_api.models import (
-    FINISHED, STARTED, STATUS_INFO, Conversion, InputFile, Job, JobStatus, OutputFile,
+    FINISHED,
+    STARTED,
+    STATUS_INFO,
+    Conversion,
+    InputFile,
+    Job,
+    JobStatus,
+    OutputFile,
 )
 from jobs_api.security import new_token
 from jobs_api.storage import Storage, remove_quietly, sha256_file

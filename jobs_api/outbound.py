@@ -72,6 +72,8 @@ def _embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
 
 
 def is_public(address: IPAddress) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return is_public(address.ipv4_mapped)  # plain IPv4 in disguise: judge the IPv4
     inner = _embedded_ipv4(address)
     if inner is not None and not is_public(inner):
         return False
@@ -107,7 +109,7 @@ def _resolve(url: str, allow: Allowance) -> _Hop:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         raise OutboundFailed(f"The host {host} could not be resolved.") from exc
-    addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+    addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
     for address in addresses:
         if not is_public(address) and not allow.permits(host, address):
             raise OutboundRefused(

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from flask import Request, current_app, g, request
+from flask_smorest import Blueprint as SmorestBlueprint
 from marshmallow import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from webargs import core
 from webargs.flaskparser import FlaskParser
-from flask_smorest import Blueprint as SmorestBlueprint
 
 from jobs_api.config import Config
 from jobs_api.errors import NotAuthenticated, RequestInvalid
@@ -90,10 +90,12 @@ class JsonAnywayParser(FlaskParser):
             return core.missing
         try:
             return json.loads(data)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             raise RequestInvalid(
                 "Malformed JSON in the request body.", {"body": [f"not valid JSON: {exc.msg}"]}
             ) from exc
+        except ValueError as exc:  # bytes that are not UTF-8 at all
+            raise RequestInvalid("Malformed JSON in the request body.", {"body": ["not valid JSON"]}) from exc
 
     def handle_error(self, error: ValidationError, req: Request, schema: Any, *,  # type: ignore[override]
                      error_status_code: int | None, error_headers: Any) -> None:

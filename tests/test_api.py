@@ -204,9 +204,11 @@ def test_json_is_parsed_whatever_the_content_type(client: Any, headers: dict[str
 def test_unknown_target_option_and_field_are_named(client: Any, headers: dict[str, str]) -> None:
     cases = [
         ({"conversion": [{"target": "xyz"}]}, "conversion.0.target", "flac"),
-        ({"conversion": [{"target": "mp3", "options": {"frequency": 96000}}]}, "conversion.0.options.frequency", "48000"),
+        ({"conversion": [{"target": "mp3", "options": {"frequency": 96000}}]},
+         "conversion.0.options.frequency", "48000"),
         ({"conversion": [{"target": "mp3", "options": {"bogus": 1}}]}, "conversion.0.options.bogus", "frequency"),
-        ({"conversion": [{"target": "mp3", "options": {"frequency": "44100"}}]}, "conversion.0.options.frequency", "integer"),
+        ({"conversion": [{"target": "mp3", "options": {"frequency": "44100"}}]},
+         "conversion.0.options.frequency", "integer"),
         ({"conversion": [{"target": "mp3", "options": {"start": "00:00:05", "end": "00:00:02"}}]},
          "conversion.0.options.end", "after start"),
         ({"conversion": [FLAC], "surprise": True}, "surprise", "Unknown"),

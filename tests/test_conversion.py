@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import make_audio, probe, run_worker
 
 EXPECTED = {  # target: (codec, container as ffprobe names it)
@@ -179,7 +178,8 @@ def test_truncated_mp3_fails_as_damaged(client: Any, config: Any, headers: dict[
     assert error["code"] == 2002 and "truncated" in error["message"]
 
 
-def test_start_after_the_end_of_the_input_fails(client: Any, config: Any, headers: dict[str, str], wav_file: Path) -> None:
+def test_start_after_the_end_of_the_input_fails(
+        client: Any, config: Any, headers: dict[str, str], wav_file: Path) -> None:
     body = {"input": [{"type": "base64", "source": base64.b64encode(wav_file.read_bytes()).decode()}],
             "conversion": [{"target": "mp3", "options": {"start": "00:01:00"}}]}
     error = failed_job(client, config, headers, **body)
@@ -195,7 +195,8 @@ def test_work_files_are_removed_and_service_keeps_serving(
 
 
 def test_upload_larger_than_the_limit_is_413(client: Any, config: Any, headers: dict[str, str]) -> None:
-    job = client.post("/v2/jobs", headers=headers, json={"process": False, "conversion": [{"target": "mp3"}]}).get_json()
+    body = {"process": False, "conversion": [{"target": "mp3"}]}
+    job = client.post("/v2/jobs", headers=headers, json=body).get_json()
     big = io.BytesIO(b"\0" * (config.max_input_bytes + 2 * 1024 * 1024))
     response = client.post(f"/v2/dl/upload-file/{job['id']}", data={"file": (big, "big.wav")},
                            headers={"X-Oc-Token": job["token"]})

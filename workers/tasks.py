@@ -25,7 +25,7 @@ from workers import ffmpeg, runner
 log = logging.getLogger(__name__)
 
 PROBE_SECONDS = 30
-PROGRESS_EVERY = 0.5
+PROGRESS_EVERY = 0.25
 CANCEL_CHECK_EVERY = 0.25
 CALLBACK_TIMEOUT = 10.0
 

@@ -74,9 +74,13 @@ class UploadBase64(MethodView):
                 try:
                     data = base64.b64decode(_strip_data_uri(item["content"]), validate=True)
                 except (binascii.Error, ValueError) as exc:
-                    raise RequestInvalid("Invalid base64 content.", {f"{index}.content": ["is not valid base64"]}) from exc
+                    raise RequestInvalid(
+                        "Invalid base64 content.", {f"{index}.content": ["is not valid base64"]}
+                    ) from exc
                 if not data:
-                    raise RequestInvalid("The uploaded file is empty.", {f"{index}.content": ["the file has no content"]})
+                    raise RequestInvalid(
+                        "The uploaded file is empty.", {f"{index}.content": ["the file has no content"]}
+                    )
                 handle.write(data)
             created.append(service().accept_file(job, Path(handle.name), item["filename"], None, kind="base64"))
         return [rep.input_json(item) for item in created]

@@ -25,7 +25,9 @@ class CatalogEntry(Schema):
     id = fields.String()
     category = fields.String()
     target = fields.String()
-    options = fields.Dict(metadata={"description": "Option name -> JSON schema (type, enum, minimum, maximum, pattern, default, description)"})
+    options = fields.Dict(metadata={
+        "description": "Option name -> JSON schema (type, enum, minimum, maximum, pattern, default, description)"
+    })
 
 
 @blp.route("/statuses")

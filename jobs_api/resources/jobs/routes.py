@@ -15,6 +15,9 @@ from jobs_api.web import Blueprint, api_key_id, config, load_job, service
 blp = Blueprint("jobs", __name__, url_prefix="/v2/jobs", description="Conversion jobs")
 
 
+X_COUNT = {"X-Count": {"description": "Total number of matching jobs", "schema": {"type": "integer"}}}
+
+
 def _job(job: Job) -> dict[str, Any]:
     return rep.job_json(job, config())
 
@@ -29,7 +32,7 @@ def _find(items: list[Any], item_id: str, what: str) -> Any:
 @blp.route("")
 class Jobs(MethodView):
     @blp.arguments(schemas.JobListQuery, location="query")
-    @blp.response(200, schemas.JobOut(many=True), headers={"X-Count": {"description": "Total jobs", "schema": {"type": "integer"}}})
+    @blp.response(200, schemas.JobOut(many=True), headers=X_COUNT)
     def get(self, query: dict[str, Any]) -> Any:
         """List the jobs of the calling key, newest first, 50 per page"""
         jobs, total = service().page(api_key_id(), query.get("status"), query["page"])

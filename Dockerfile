@@ -1,0 +1,23 @@
+# One image for the API and the worker: `jobs-api serve` (default) or `jobs-api worker`.
+FROM python:3.11-slim-bookworm
+
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ffmpeg procps \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --create-home --uid 10001 app
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY jobs_api ./jobs_api
+COPY workers ./workers
+COPY migrations ./migrations
+RUN pip install --no-cache-dir -e . \
+    && mkdir -p /data/storage && chown -R app:app /data
+
+USER app
+ENV STORAGE_DIR=/data/storage \
+    DATABASE_URL=sqlite:////data/jobs.db \
+    PORT=8000
+EXPOSE 8000
+VOLUME ["/data"]
+CMD ["jobs-api", "serve"]

@@ -1,0 +1,13 @@
+.PHONY: help run test lint openapi docker
+help:           ## list the tasks
+	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
+run:            ## set up and run the service on port 8000 (SQLite, ./var, local Redis)
+	./scripts/run.sh
+test:           ## run the tests (TEST_DATABASE_URL=postgresql+psycopg://... for PostgreSQL)
+	./scripts/test.sh
+lint:           ## ruff and mypy
+	.venv/bin/ruff check jobs_api workers tests migrations && .venv/bin/mypy jobs_api workers
+openapi:        ## regenerate openapi.yaml from the code
+	.venv/bin/flask --app jobs_api.wsgi openapi write --format yaml openapi.yaml
+docker:         ## build the image
+	docker build -t jobs-api .

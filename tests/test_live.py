@@ -1,0 +1,111 @@
+"""The running service (`jobs-api serve` under gunicorn, `jobs-api worker`) driven over
+real HTTP, by the official api2convert SDK where it has a call for the flow."""
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from api2convert import Api2Convert
+from api2convert.errors import AuthenticationError
+from conftest import LiveService, create_key, make_audio, probe, wait_for_job
+
+
+@pytest.fixture()
+def sdk(live: LiveService) -> Api2Convert:
+    key = create_key(live.settings, "sdk")
+    return Api2Convert(key, base_url=f"{live.url}/v2", poll_interval=0.5, poll_timeout=120)
+
+
+def test_sdk_converts_a_local_file_to_flac(sdk: Api2Convert, wav_file: Path, tmp_path: Path) -> None:
+    result = sdk.convert(str(wav_file), "flac")
+    saved = result.save(tmp_path / "out.flac")
+    measured = probe(saved)
+    assert (measured["codec_name"], int(measured["sample_rate"]), measured["channels"]) == ("flac", 44100, 2)
+    assert abs(measured["duration"] - 3.0) < 0.05
+
+
+def test_sdk_converts_a_url_to_mp3(sdk: Api2Convert, wav_file: Path, file_server: tuple[str, Path],
+                                   tmp_path: Path) -> None:
+    base, folder = file_server
+    (folder / "by-url.wav").write_bytes(wav_file.read_bytes())
+    saved = sdk.convert(f"{base}/by-url.wav", "mp3").save(tmp_path / "out.mp3")
+    assert probe(saved)["codec_name"] == "mp3"
+
+
+def test_sdk_lists_and_cancels_jobs(sdk: Api2Convert) -> None:
+    job = sdk.jobs.create({"process": False, "conversion": [{"target": "ogg"}]})
+    assert job.id in [listed.id for listed in sdk.jobs.list()]
+    sdk.jobs.cancel(job.id)
+    assert sdk.jobs.get(job.id).status.code == "canceled"
+
+
+def test_sdk_bad_key_raises_authentication_error(live: LiveService) -> None:
+    client = Api2Convert("not-a-key", base_url=f"{live.url}/v2", max_retries=0)
+    with pytest.raises(AuthenticationError):
+        client.jobs.list()
+
+
+def test_sdk_reads_the_catalog(sdk: Api2Convert) -> None:
+    options = sdk.options("flac")
+    assert options["audio_bitdepth"]["enum"] == [16, 24]
+    assert 96000 in options["frequency"]["enum"]
+
+
+def _ffmpeg_running_for(job_id: str) -> bool:
+    found = subprocess.run(["pgrep", "-f", f"ffmpeg.*{job_id}"], capture_output=True, text=True)
+    return bool(found.stdout.strip())
+
+
+def test_delete_stops_a_running_conversion_within_two_seconds(
+        live: LiveService, audio_dir: Path) -> None:
+    key = create_key(live.settings, "cancel")
+    headers = {"X-Oc-Api-Key": key}
+    # 40 minutes of tone: small as FLAC, many seconds of work as high-rate Vorbis.
+    source = audio_dir / "long.flac"
+    if not source.exists():
+        make_audio(source, seconds=2400, rate=48000)
+    body = {"process": False, "conversion": [{"target": "ogg", "options": {"audio_bitrate": 320}}]}
+    job = requests.post(f"{live.url}/v2/jobs", headers=headers, timeout=10, json=body).json()
+    with source.open("rb") as handle:
+        upload = requests.post(f"{job['server']}/upload-file/{job['id']}", files={"file": handle},
+                               headers={"X-Oc-Token": job["token"]}, timeout=60)
+    assert upload.status_code == 201
+    requests.patch(f"{live.url}/v2/jobs/{job['id']}", json={"process": True}, headers=headers, timeout=10)
+    running = wait_for_job(live.url, job["id"], key, until=("processing", "completed", "failed"))
+    assert running["status"]["code"] == "processing"
+    deadline = time.monotonic() + 10
+    while not _ffmpeg_running_for(job["id"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _ffmpeg_running_for(job["id"]), "ffmpeg never started"
+    progress = 0
+    deadline = time.monotonic() + 5
+    while not progress and time.monotonic() < deadline:
+        time.sleep(0.1)
+        progress = requests.get(f"{live.url}/v2/jobs/{job['id']}", headers=headers, timeout=10).json()["progress"]
+    assert progress is not None and 0 < progress < 100  # visible while it runs
+
+    canceled_at = time.monotonic()
+    assert requests.delete(f"{live.url}/v2/jobs/{job['id']}", headers=headers, timeout=10).status_code == 204
+    while _ffmpeg_running_for(job["id"]) and time.monotonic() - canceled_at < 5:
+        time.sleep(0.05)
+    stopped_after = time.monotonic() - canceled_at
+    assert stopped_after < 2.0, f"ffmpeg still ran {stopped_after:.2f} s after DELETE"
+
+    time.sleep(0.5)  # let the worker finish its clean-up
+    storage = live.settings.storage_dir
+    assert not list((storage / "work").glob(f"{job['id']}-*"))
+    final = requests.get(f"{live.url}/v2/jobs/{job['id']}", headers=headers, timeout=10).json()
+    assert final["status"]["code"] == "canceled" and final["output"] == []
+    assert final["input"][0]["checksum"]  # the row stays, its file does not:
+    assert not any(path.stat().st_size == source.stat().st_size for path in (storage / "inputs").iterdir())
+
+
+def test_errors_over_http_carry_no_internals(live: LiveService) -> None:
+    key = create_key(live.settings, "errors")
+    response = requests.post(f"{live.url}/v2/jobs", data=b"{nope", headers={"X-Oc-Api-Key": key}, timeout=10)
+    assert response.status_code == 400
+    assert response.json()["code"] == 400
+    assert "Traceback" not in response.text and "/work" not in response.text

@@ -1,0 +1,109 @@
+"""The outbound guard: which addresses are reachable, and how fetching stops."""
+from __future__ import annotations
+
+import io
+import ipaddress
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from jobs_api.outbound import Allowance, OutboundFailed, OutboundRefused, fetch_to_file, is_public
+
+NOTHING = Allowance.parse([])
+LOOPBACK = Allowance.parse(["127.0.0.1"])
+
+
+@pytest.mark.parametrize("address", [
+    "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0",
+    "224.0.0.1", "240.0.0.1", "::1", "fe80::1", "fc00::1", "::", "::ffff:127.0.0.1", "::ffff:10.0.0.1",
+    "64:ff9b::7f00:1", "2002:7f00:1::", "2002:a9fe:a9fe::",
+])
+def test_non_public_addresses_are_refused(address: str) -> None:
+    assert not is_public(ipaddress.ip_address(address))
+
+
+@pytest.mark.parametrize("address", ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111", "::ffff:8.8.8.8"])
+def test_public_addresses_pass(address: str) -> None:
+    assert is_public(ipaddress.ip_address(address))
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "gopher://x/", "ftp://example.com/a", "HTTP://user:pw@1.2.3.4/"])
+def test_only_plain_http_and_https(url: str) -> None:
+    with pytest.raises(OutboundRefused):
+        fetch_to_file(url, io.BytesIO(), allow=NOTHING, max_bytes=10, timeout=5)
+
+
+def test_uppercase_scheme_is_still_checked() -> None:
+    with pytest.raises(OutboundRefused, match="private"):
+        fetch_to_file("HTTP://127.0.0.1:9/", io.BytesIO(), allow=NOTHING, max_bytes=10, timeout=5)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802
+        if self.path.startswith("/redirect-private"):
+            self.send_response(302)
+            self.send_header("Location", "http://10.0.0.1/secret")
+            self.end_headers()
+        elif self.path.startswith("/loop"):
+            self.send_response(302)
+            self.send_header("Location", "/loop")
+            self.end_headers()
+        elif self.path.startswith("/lying-length"):
+            # Claims 10 bytes, sends far more: the counter, not the header, must stop it.
+            self.send_response(200)
+            self.send_header("Content-Length", "10")
+            self.end_headers()
+            self.wfile.write(b"x" * 5000)
+        elif self.path.startswith("/redirect-ok"):
+            self.send_response(301)
+            self.send_header("Location", "/data")
+            self.end_headers()
+        else:
+            self.send_response(200)
+            self.send_header("Content-Type", "audio/wav; charset=binary")
+            self.end_headers()
+            self.wfile.write(b"y" * 3000)
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def test_loopback_needs_the_allowance(server: str) -> None:
+    with pytest.raises(OutboundRefused):
+        fetch_to_file(f"{server}/data", io.BytesIO(), allow=NOTHING, max_bytes=10_000, timeout=5)
+    sink = io.BytesIO()
+    fetched = fetch_to_file(f"{server}/redirect-ok", sink, allow=LOOPBACK, max_bytes=10_000, timeout=5)
+    assert fetched.size == 3000 and sink.getvalue() == b"y" * 3000
+    assert fetched.content_type == "audio/wav" and fetched.filename == "data"
+
+
+def test_every_redirect_hop_is_checked(server: str) -> None:
+    with pytest.raises(OutboundRefused, match="private"):
+        fetch_to_file(f"{server}/redirect-private", io.BytesIO(), allow=LOOPBACK, max_bytes=10_000, timeout=5)
+
+
+def test_redirect_loops_stop(server: str) -> None:
+    with pytest.raises(OutboundFailed, match="redirects"):
+        fetch_to_file(f"{server}/loop", io.BytesIO(), allow=LOOPBACK, max_bytes=10_000, timeout=5)
+
+
+def test_byte_limit_is_counted_not_trusted(server: str) -> None:
+    with pytest.raises(OutboundFailed, match="larger than"):
+        fetch_to_file(f"{server}/data", io.BytesIO(), allow=LOOPBACK, max_bytes=1000, timeout=5)
+    sink = io.BytesIO()
+    try:
+        fetch_to_file(f"{server}/lying-length", sink, allow=LOOPBACK, max_bytes=100, timeout=5)
+    except OutboundFailed:
+        pass
+    assert len(sink.getvalue()) <= 100
