@@ -14,6 +14,8 @@ from typing import IO
 
 class Storage:
     def __init__(self, root: Path) -> None:
+        # Absolute, so nothing downstream (Flask's send_file) resolves it against another folder.
+        root = root.resolve()
         self.root = root
         self.inputs = root / "inputs"
         self.outputs = root / "outputs"

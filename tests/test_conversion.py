@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import make_audio, probe, run_worker
+
+from jobs_api.app import create_app
 
 EXPECTED = {  # target: (codec, container as ffprobe names it)
     "mp3": ("mp3", "mp3"),
@@ -114,6 +117,15 @@ def test_download_headers_ranges_head_and_base64(
     counted = client.get(f"/v2/jobs/{job['id']}/output/{output['id']}", headers=headers).get_json()
     assert counted["downloads_counter"] == 2  # the two full GETs, not HEAD or the range
     assert client.get("/v2/dl/output/00000000-0000-0000-0000-000000000000").status_code == 404
+
+
+def test_download_works_with_a_relative_storage_dir(
+        client: Any, config: Any, headers: dict[str, str], wav_file: Path) -> None:
+    job = convert(client, config, headers, wav_file, "mp3")
+    relative = Path(os.path.relpath(config.storage_dir))  # the default STORAGE_DIR is relative too
+    other = create_app(config.replace(storage_dir=relative)).test_client()
+    response = other.get(job["output"][0]["uri"].replace("http://127.0.0.1:8000", ""))
+    assert response.status_code == 200 and len(response.data) == job["output"][0]["size"]
 
 
 def test_remote_input_is_downloaded_through_the_guard(
