@@ -306,11 +306,10 @@ class JobService:
         wanted = JobStatus.READY if self._complete(job) else JobStatus.INCOMPLETE
         if wanted == JobStatus.READY and job.process:
             wanted = JobStatus.QUEUED
-        if job.status != wanted.value:
-            transition(self.session, job.id, wanted, allowed_from=EDITABLE)
+        moved = job.status != wanted.value and transition(self.session, job.id, wanted, allowed_from=EDITABLE)
         self.session.commit()
         self.session.refresh(job)
-        if wanted == JobStatus.QUEUED:
+        if moved and wanted == JobStatus.QUEUED:  # not if a cancel got there first
             self.enqueue(job.id)
 
     def _start_if_due(self, job: Job) -> None:

@@ -21,6 +21,7 @@ from jobs_api.models import Conversion, InputFile, Job, JobStatus, OutputFile
 from jobs_api.representation import job_json
 from jobs_api.storage import Storage, remove_quietly, sha256_file
 from workers import ffmpeg, runner
+from workers.queue import enqueue
 
 log = logging.getLogger(__name__)
 
@@ -347,8 +348,6 @@ def _notify(ctx: Context, job_id: str) -> None:
         job = session.get(Job, job_id)
         if job is None or not job.callback:
             return
-    from workers.queue import enqueue
-
     enqueue(ctx.config, "workers.tasks.deliver_callback", job_id)
 
 
