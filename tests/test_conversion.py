@@ -214,3 +214,36 @@ def test_upload_larger_than_the_limit_is_413(client: Any, config: Any, headers: 
                            headers={"X-Oc-Token": job["token"]})
     assert response.status_code == 413 and response.get_json()["code"] == 413
     assert list((config.storage_dir / "incoming").iterdir()) == []
+
+
+def test_callback_receives_the_final_job_json(
+        client: Any, config: Any, headers: dict[str, str], wav_file: Path) -> None:
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[dict[str, Any]] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        body = {"input": [{"type": "base64", "source": base64.b64encode(wav_file.read_bytes()).decode()}],
+                "conversion": [{"target": "mp3"}],
+                "callback": f"http://127.0.0.1:{server.server_address[1]}/hook"}
+        created = client.post("/v2/jobs", headers=headers, json=body).get_json()
+        run_worker(config)  # runs the conversion, then the callback task it enqueued
+    finally:
+        server.shutdown()
+    job = client.get(f"/v2/jobs/{created['id']}", headers=headers).get_json()
+    assert job["status"]["code"] == "completed"
+    assert len(received) == 1
+    assert received[0] == job
