@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import mimetypes
 from collections.abc import Callable
@@ -23,7 +22,6 @@ from jobs_api.config import Config
 from jobs_api.errors import NotFound, RequestInvalid, WrongState
 from jobs_api.lifecycle import record_initial, transition
 from jobs_api.models import (
-    FINISHED,
     STARTED,
     STATUS_INFO,
     Conversion,
@@ -93,12 +91,12 @@ class JobService:
             self._add_conversion(job, spec, f"conversion.{index}.")
         for index, spec in enumerate(body.get("input", [])):
             self._add_input(job, spec, f"input.{index}.")
-        job.status = (JobStatus.READY if self._complete(job) else JobStatus.INCOMPLETE).value
-        job.status_info = STATUS_INFO[JobStatus(job.status)]
+        resting = _resting_status(job)
+        job.status, job.status_info = resting.value, STATUS_INFO[resting]
         self.session.flush()
         record_initial(self.session, job)
         self.session.commit()
-        self._start_if_due(job)
+        self._settle(job)
         return job
 
     def update(self, job: Job, body: dict[str, Any]) -> Job:
@@ -109,7 +107,7 @@ class JobService:
         if "callback" in body:
             job.callback = self._callback(body["callback"])
         self.session.commit()
-        self._start_if_due(job)
+        self._settle(job)
         return job
 
     def cancel(self, job: Job) -> None:
@@ -183,15 +181,7 @@ class JobService:
         if job.status not in (JobStatus.INCOMPLETE.value, JobStatus.READY.value):
             remove_quietly(path)
             raise WrongState(f"The job is {job.status}; files can only be added before it starts.")
-        size = path.stat().st_size
-        checksum = sha256_file(path)
-        name = display_name(filename or "") or "file"
-        item = InputFile(
-            type=kind, source=name, status="ready", filename=name, size=size, checksum=checksum,
-            content_type=_content_type(content_type, name),
-            storage_key=self.storage.adopt_input(path), position=len(job.inputs),
-        )
-        job.inputs.append(item)
+        item = self._adopt_file(job, path, filename, content_type, kind)
         self._settle(job)
         return item
 
@@ -259,19 +249,20 @@ class JobService:
         return self._reuse_input(job, source, path)
 
     def _add_base64(self, job: Job, content: str, filename: Any, path: str) -> InputFile:
-        if content.startswith("data:") and "," in content:
-            content = content.split(",", 1)[1]
-        try:
-            data = base64.b64decode(content, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise RequestInvalid("Invalid base64 content.", {f"{path}source": ["is not valid base64"]}) from exc
+        data = decode_base64(content, f"{path}source")
         with self.storage.incoming_file() as handle:
             handle.write(data)
-        name = display_name(filename if isinstance(filename, str) else "") or "file"
+        name = filename if isinstance(filename, str) else None
+        return self._adopt_file(job, Path(handle.name), name, None, "base64")
+
+    def _adopt_file(self, job: Job, path: Path, filename: str | None, content_type: str | None,
+                    kind: str) -> InputFile:
+        """Move a received file into storage as a new ready input of `job`."""
+        name = display_name(filename or "") or "file"
         item = InputFile(
-            type="base64", source=name, status="ready", filename=name, size=len(data),
-            checksum=hashlib.sha256(data).hexdigest(), content_type=_content_type(None, name),
-            storage_key=self.storage.adopt_input(Path(handle.name)), position=len(job.inputs),
+            type=kind, source=name, status="ready", filename=name, size=path.stat().st_size,
+            checksum=sha256_file(path), content_type=_content_type(content_type, name),
+            storage_key=self.storage.adopt_input(path), position=len(job.inputs),
         )
         job.inputs.append(item)
         return item
@@ -298,12 +289,9 @@ class JobService:
             raise RequestInvalid("Invalid callback URL.", {"callback": ["must be an http or https URL"]})
         return str(value)
 
-    def _complete(self, job: Job) -> bool:
-        return bool(job.inputs) and bool(job.conversions)
-
     def _settle(self, job: Job) -> None:
-        """After a change of inputs or conversions: incomplete or ready, and start if due."""
-        wanted = JobStatus.READY if self._complete(job) else JobStatus.INCOMPLETE
+        """After any change: incomplete, ready, or queued (and enqueued) when process is true."""
+        wanted = _resting_status(job)
         if wanted == JobStatus.READY and job.process:
             wanted = JobStatus.QUEUED
         moved = job.status != wanted.value and transition(self.session, job.id, wanted, allowed_from=EDITABLE)
@@ -311,13 +299,6 @@ class JobService:
         self.session.refresh(job)
         if moved and wanted == JobStatus.QUEUED:  # not if a cancel got there first
             self.enqueue(job.id)
-
-    def _start_if_due(self, job: Job) -> None:
-        if job.process and job.status == JobStatus.READY.value:
-            if transition(self.session, job.id, JobStatus.QUEUED, allowed_from=[JobStatus.READY]):
-                self.session.commit()
-                self.session.refresh(job)
-                self.enqueue(job.id)
 
     def _require_editable(self, job: Job) -> None:
         if JobStatus(job.status) in STARTED:
@@ -339,8 +320,18 @@ class JobService:
         output.job.outputs.remove(output)
 
 
-def is_finished(job: Job) -> bool:
-    return JobStatus(job.status) in FINISHED
+def _resting_status(job: Job) -> JobStatus:
+    return JobStatus.READY if job.inputs and job.conversions else JobStatus.INCOMPLETE
+
+
+def decode_base64(content: str, field: str) -> bytes:
+    """Base64, plain or as a data: URI, to bytes; a 400 naming `field` otherwise."""
+    if content.startswith("data:") and "," in content:
+        content = content.split(",", 1)[1]
+    try:
+        return base64.b64decode(content, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise RequestInvalid("Invalid base64 content.", {field: ["is not valid base64"]}) from exc
 
 
 def display_name(name: str) -> str:

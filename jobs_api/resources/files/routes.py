@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from sqlalchemy import update
 
 from jobs_api import representation as rep
 from jobs_api.errors import NotFound, RequestInvalid
+from jobs_api.jobs import decode_base64
 from jobs_api.models import OutputFile
 from jobs_api.resources.jobs.schemas import InputOut
 from jobs_api.web import Blueprint, load_job, service, session, storage
@@ -71,12 +71,7 @@ class UploadBase64(MethodView):
         for index, item in enumerate(files):
             handle = storage().incoming_file()
             with handle:
-                try:
-                    data = base64.b64decode(_strip_data_uri(item["content"]), validate=True)
-                except (binascii.Error, ValueError) as exc:
-                    raise RequestInvalid(
-                        "Invalid base64 content.", {f"{index}.content": ["is not valid base64"]}
-                    ) from exc
+                data = decode_base64(item["content"], f"{index}.content")
                 if not data:
                     raise RequestInvalid(
                         "The uploaded file is empty.", {f"{index}.content": ["the file has no content"]}
@@ -84,10 +79,6 @@ class UploadBase64(MethodView):
                 handle.write(data)
             created.append(service().accept_file(job, Path(handle.name), item["filename"], None, kind="base64"))
         return [rep.input_json(item) for item in created]
-
-
-def _strip_data_uri(content: str) -> str:
-    return content.split(",", 1)[1] if content.startswith("data:") and "," in content else content
 
 
 @blp.route("/output/<output_id>", methods=["GET", "HEAD"])
