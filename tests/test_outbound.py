@@ -51,12 +51,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(302)
             self.send_header("Location", "/loop")
             self.end_headers()
-        elif self.path.startswith("/lying-length"):
-            # Claims 10 bytes, sends far more: the counter, not the header, must stop it.
+        elif self.path.startswith("/huge-declared"):
+            # Declares far more than the limit and sends little: refused before reading.
             self.send_response(200)
-            self.send_header("Content-Length", "10")
+            self.send_header("Content-Length", str(10**9))
             self.end_headers()
-            self.wfile.write(b"x" * 5000)
+            self.wfile.write(b"x" * 50)
         elif self.path.startswith("/redirect-ok"):
             self.send_response(301)
             self.send_header("Location", "/data")
@@ -98,12 +98,15 @@ def test_redirect_loops_stop(server: str) -> None:
         fetch_to_file(f"{server}/loop", io.BytesIO(), allow=LOOPBACK, max_bytes=10_000, timeout=5)
 
 
-def test_byte_limit_is_counted_not_trusted(server: str) -> None:
-    with pytest.raises(OutboundFailed, match="larger than"):
-        fetch_to_file(f"{server}/data", io.BytesIO(), allow=LOOPBACK, max_bytes=1000, timeout=5)
+def test_byte_limit_is_counted_without_a_length_header(server: str) -> None:
     sink = io.BytesIO()
-    try:
-        fetch_to_file(f"{server}/lying-length", sink, allow=LOOPBACK, max_bytes=100, timeout=5)
-    except OutboundFailed:
-        pass
-    assert len(sink.getvalue()) <= 100
+    with pytest.raises(OutboundFailed, match="larger than"):
+        fetch_to_file(f"{server}/data", sink, allow=LOOPBACK, max_bytes=1000, timeout=5)
+    assert len(sink.getvalue()) <= 1000
+
+
+def test_a_declared_size_over_the_limit_is_refused_before_reading(server: str) -> None:
+    sink = io.BytesIO()
+    with pytest.raises(OutboundFailed, match="larger than"):
+        fetch_to_file(f"{server}/huge-declared", sink, allow=LOOPBACK, max_bytes=1000, timeout=5)
+    assert sink.getvalue() == b""
