@@ -15,6 +15,7 @@ from jobs_api.errors import ServiceError
 from jobs_api.resources.files.routes import blp as files_blp
 from jobs_api.resources.info.routes import blp as info_blp
 from jobs_api.resources.jobs.routes import blp as jobs_blp
+from jobs_api.resources.presets.routes import blp as presets_blp
 from jobs_api.storage import Storage
 from jobs_api.web import StreamingRequest, close_session
 
@@ -74,8 +75,10 @@ def register_api(app: Flask) -> None:
     description = "Self-hosted audio conversion jobs, wire-compatible with api2convert's v2 API."
     api = JobsApi(app, spec_kwargs={"info": {"description": description}})
     app.extensions["jobs_api"]["api"] = api
-    for blueprint in (jobs_blp, files_blp, info_blp):
+    for blueprint in (jobs_blp, files_blp, info_blp, presets_blp):
         api.register_blueprint(blueprint)
+    # The old PHP SDK sends presets without the /v2 prefix: same views, left out of the docs.
+    app.register_blueprint(presets_blp, url_prefix="/presets", name="presets_unversioned")
 
 
 def error_body(message: str, code: int, errors: dict[str, list[str]] | None = None) -> dict[str, Any]:

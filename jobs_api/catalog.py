@@ -67,23 +67,46 @@ def _has_type(value: Any, kind: str) -> bool:
 
 
 @dataclass(frozen=True)
-class Target:
-    name: str
-    extension: str
-    muxer: str  # ffmpeg -f
-    codec: str  # ffmpeg -c:a for lossy targets or the default depth of lossless ones
-    content_type: str
-    sample_rates: tuple[int, ...]  # what the encoder accepts
-    max_channels: int
-    # Lossless targets: bit depth -> (codec, sample_fmt or None).
+class Codec:
+    """One encoder a target can use, and what it can produce."""
+
+    name: str  # the value of the audio_codec option
+    encoder: str  # ffmpeg -c:a (lossy codecs and the default depth of lossless ones)
+    sample_rates: tuple[int, ...]
+    max_channels: int = 8
+    # Lossless codecs: bit depth -> (encoder, sample_fmt or None).
     depths: dict[int, tuple[str, str | None]] = field(default_factory=dict)
-    bitrates: tuple[int, ...] = ()  # kbit/s, lossy targets
+    bitrates: tuple[int, ...] = ()  # kbit/s, lossy codecs
     default_bitrate: int | None = None
-    muxer_args: tuple[str, ...] = ()
+    # audio_vbr true/false -> encoder arguments; None where the encoder has no such switch.
+    vbr: dict[bool, tuple[str, ...]] | None = None
+    vbr_default: bool = False
 
     @property
     def lossless(self) -> bool:
         return bool(self.depths)
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    extension: str
+    muxer: str  # ffmpeg -f
+    content_type: str
+    codecs: tuple[Codec, ...]  # the first is the default
+    muxer_args: tuple[str, ...] = ()
+    tags: bool = True  # whether the container holds title/artist/... tags
+
+    @property
+    def codec(self) -> Codec:
+        return self.codecs[0]
+
+    @property
+    def lossless(self) -> bool:
+        return self.codec.lossless
+
+    def codec_named(self, name: str | None) -> Codec:
+        return next((codec for codec in self.codecs if codec.name == name), self.codec)
 
     @property
     def options(self) -> dict[str, Option]:
@@ -94,42 +117,70 @@ ANY_RATE = tuple(sorted({*SEED_FREQUENCIES, 88200, 176400, 192000}))
 LAME_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 AAC_RATES = (7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
+SPEEX_RATES = (8000, 16000, 32000)
 LOSSY_BITRATES = (32, 48, 64, 96, 112, 128, 160, 192, 224, 256, 320)
 MP4_ARGS = ("-movflags", "+faststart")
+
+MP3 = Codec("mp3", "libmp3lame", LAME_RATES, 2, bitrates=LOSSY_BITRATES, default_bitrate=192,
+            vbr={False: (), True: ("-abr", "1")})
+VORBIS = Codec("vorbis", "libvorbis", ANY_RATE, bitrates=LOSSY_BITRATES, default_bitrate=192)
+OPUS = Codec("opus", "libopus", OPUS_RATES, bitrates=LOSSY_BITRATES[:-1], default_bitrate=128,
+             vbr={True: ("-vbr", "on"), False: ("-vbr", "off")}, vbr_default=True)
+SPEEX = Codec("speex", "libspeex", SPEEX_RATES, 2)
+AAC = Codec("aac", "aac", AAC_RATES, bitrates=LOSSY_BITRATES, default_bitrate=192)
+WMA = Codec("wma", "wmav2", LAME_RATES, 2, bitrates=LOSSY_BITRATES[:9], default_bitrate=128)
+FLAC = Codec("flac", "flac", ANY_RATE, depths={16: ("flac", "s16"), 24: ("flac", "s32")})
+ALAC = Codec("alac", "alac", ANY_RATE, depths={16: ("alac", "s16p"), 24: ("alac", "s32p")})
+WAV_PCM = Codec("pcm", "pcm_s16le", ANY_RATE, depths={
+    8: ("pcm_u8", None), 16: ("pcm_s16le", None), 24: ("pcm_s24le", None), 32: ("pcm_s32le", None)})
+AIFF_PCM = Codec("pcm", "pcm_s16be", ANY_RATE, depths={
+    8: ("pcm_s8", None), 16: ("pcm_s16be", None), 24: ("pcm_s24be", None), 32: ("pcm_s32be", None)})
 
 TARGETS: dict[str, Target] = {
     target.name: target
     for target in (
-        Target("mp3", "mp3", "mp3", "libmp3lame", "audio/mpeg", LAME_RATES, 2,
-               bitrates=LOSSY_BITRATES, default_bitrate=192),
-        Target("wav", "wav", "wav", "pcm_s16le", "audio/wav", ANY_RATE, 8,
-               depths={8: ("pcm_u8", None), 16: ("pcm_s16le", None),
-                       24: ("pcm_s24le", None), 32: ("pcm_s32le", None)}),
-        Target("flac", "flac", "flac", "flac", "audio/flac", ANY_RATE, 8,
-               depths={16: ("flac", "s16"), 24: ("flac", "s32")}),
-        Target("ogg", "ogg", "ogg", "libvorbis", "audio/ogg", ANY_RATE, 8,
-               bitrates=LOSSY_BITRATES, default_bitrate=192),
-        Target("opus", "opus", "opus", "libopus", "audio/opus", OPUS_RATES, 8,
-               bitrates=LOSSY_BITRATES[:-1], default_bitrate=128),
-        Target("aac", "aac", "adts", "aac", "audio/aac", AAC_RATES, 8,
-               bitrates=LOSSY_BITRATES, default_bitrate=192),
-        Target("m4a", "m4a", "ipod", "aac", "audio/mp4", AAC_RATES, 8,
-               bitrates=LOSSY_BITRATES, default_bitrate=192, muxer_args=MP4_ARGS),
-        Target("webm", "webm", "webm", "libopus", "audio/webm", OPUS_RATES, 8,
-               bitrates=LOSSY_BITRATES[:-1], default_bitrate=128),
-        Target("aiff", "aiff", "aiff", "pcm_s16be", "audio/aiff", ANY_RATE, 8,
-               depths={8: ("pcm_s8", None), 16: ("pcm_s16be", None),
-                       24: ("pcm_s24be", None), 32: ("pcm_s32be", None)}),
-        Target("wma", "wma", "asf", "wmav2", "audio/x-ms-wma", LAME_RATES, 2,
-               bitrates=LOSSY_BITRATES[:9], default_bitrate=128),
-        Target("alac", "m4a", "ipod", "alac", "audio/mp4", ANY_RATE, 8,
-               depths={16: ("alac", "s16p"), 24: ("alac", "s32p")}, muxer_args=MP4_ARGS),
+        Target("mp3", "mp3", "mp3", "audio/mpeg", (MP3,)),
+        Target("wav", "wav", "wav", "audio/wav", (WAV_PCM,)),
+        Target("flac", "flac", "flac", "audio/flac", (FLAC,)),
+        Target("ogg", "ogg", "ogg", "audio/ogg", (VORBIS, OPUS, SPEEX)),
+        Target("opus", "opus", "opus", "audio/opus", (OPUS,)),
+        Target("aac", "aac", "adts", "audio/aac", (AAC,), tags=False),
+        Target("m4a", "m4a", "ipod", "audio/mp4", (AAC,), muxer_args=MP4_ARGS),
+        Target("webm", "webm", "webm", "audio/webm", (OPUS, VORBIS)),
+        Target("aiff", "aiff", "aiff", "audio/aiff", (AIFF_PCM,)),
+        Target("wma", "wma", "asf", "audio/x-ms-wma", (WMA,)),
+        Target("alac", "m4a", "ipod", "audio/mp4", (ALAC,), muxer_args=MP4_ARGS),
     )
 }
 
+# espeak-ng voice for each language of the seed's language_tts enum. Where espeak-ng has
+# no voice for the region, the nearest one of the same language speaks (listed below).
+TTS_VOICES = {
+    "ar-SA": "ar", "bg-BG": "bg", "ca-ES": "ca", "cs-CZ": "cs", "da-DK": "da", "de-CH": "de",
+    "de-DE": "de", "el-GR": "el", "en-AU": "en-gb", "en-CA": "en-us", "en-GB": "en-gb",
+    "en-IE": "en-gb", "en-IN": "en-gb", "en-US": "en-us", "es-ES": "es", "es-MX": "es-419",
+    "fi-FI": "fi", "fr-CA": "fr-fr", "fr-CH": "fr-ch", "fr-FR": "fr-fr", "hi-IN": "hi",
+    "hr-HR": "hr", "hu-HU": "hu", "id-ID": "id", "it-IT": "it", "ja-JP": "ja", "nb-NO": "nb",
+    "nl-BE": "nl", "nl-NL": "nl", "pl-PL": "pl", "pt-BR": "pt-br", "pt-PT": "pt", "ro-RO": "ro",
+    "ru-RU": "ru", "sv-SE": "sv", "ta-IN": "ta", "tr-TR": "tr", "vi-VN": "vi", "zh-CN": "cmn",
+    "zh-HK": "yue",
+}
+TTS_APPROXIMATE = ("de-CH", "en-AU", "en-CA", "en-IE", "en-IN", "fr-CA", "nl-BE")
+
+# Conversion metadata: tag name -> what ffmpeg's muxers call it.
+TAGS = {
+    "title": "title", "artist": "artist", "author": "artist", "album": "album",
+    "album_artist": "album_artist", "comment": "comment", "genre": "genre", "date": "date",
+    "track": "track", "composer": "composer", "copyright": "copyright",
+}
+TAG_MAX_LENGTH = 1000
+NORMALIZE_TYPES = ("ebu", "rms", "peak")
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
 
 def _options_for(target: Target) -> list[Option]:
-    rates = tuple(rate for rate in SEED_FREQUENCIES if rate in target.sample_rates)
+    codecs = target.codecs
+    rates = tuple(rate for rate in SEED_FREQUENCIES if any(rate in codec.sample_rates for codec in codecs))
     options = [
         Option("frequency", "integer", "Audio frequency (sample rate) in Hz. "
                "Default: the source's rate where the target can hold it.", enum=rates),
@@ -141,14 +192,45 @@ def _options_for(target: Target) -> list[Option]:
                "allowed); must be after start. Example: 00:05:35", pattern=TIME_PATTERN),
         Option("output_filename", "string", "File name of the download WITHOUT the "
                "extension; the server adds it.", pattern=r"^[\w\W]{0,255}$"),
+        Option("preset", "string", "Id of a preset (GET /v2/presets). Its options apply "
+               "first; the conversion's own options win.", pattern=r"^[\w\W]{1,255}$"),
+        Option("normalize", "boolean", "Normalize the audio volume (normalize_type, EBU "
+               "R128 by default).", default=False),
+        Option("normalize_type", "string", "ebu: EBU R128 loudness (two passes, linear gain "
+               "where the true-peak limit allows); rms or peak: bring the RMS or sample-peak "
+               "level to normalize_target_level.", enum=NORMALIZE_TYPES, default="ebu"),
+        Option("normalize_target_level", "integer", "Target level in dBFS for rms and peak. "
+               "Ignored when normalize_type is ebu.", minimum=-99, maximum=0, default=-23),
+        Option("normalize_target_level_ebu", "number", "Integrated loudness target in LUFS. "
+               "Ignored if normalize_type is not ebu.", minimum=-70, maximum=-5, default=-23),
+        Option("normalize_loudness_range_target_ebu", "number", "Loudness range target in LU; "
+               "a wider source is compressed to it. Ignored if normalize_type is not ebu.",
+               minimum=1, maximum=50, default=7),
+        Option("normalize_true_peak_ebu", "number", "Maximum true peak in dBTP. Ignored if "
+               "normalize_type is not ebu.", minimum=-9, maximum=0, default=-2),
+        Option("language_tts", "string", "Language of the speaker when the input is plain "
+               "text (.txt). Spoken by espeak-ng; these use the nearest voice of the same "
+               f"language: {', '.join(TTS_APPROXIMATE)}.", enum=tuple(TTS_VOICES), default="en-US"),
     ]
     if target.lossless:
         options.append(Option("audio_bitdepth", "integer", "Bit depth of the samples. "
                               "Default: the source's where the target can hold it.",
-                              enum=tuple(target.depths)))
+                              enum=tuple(target.codec.depths)))
     else:
-        options.append(Option("audio_bitrate", "integer", "Audio bitrate in kbit/s.",
-                              enum=target.bitrates, default=target.default_bitrate))
+        options.append(Option("audio_bitdepth", "integer", f"{target.name} is lossy and has no "
+                              "bit depth: accepted and ignored, with a job warning.", enum=(8, 16, 24, 32)))
+    bitrates = tuple(sorted({rate for codec in codecs for rate in codec.bitrates}))
+    if bitrates:
+        options.append(Option("audio_bitrate", "integer", "Audio bitrate in kbit/s (the average "
+                              "with audio_vbr).", enum=bitrates, default=target.codec.default_bitrate))
+    with_vbr = [codec.name for codec in codecs if codec.vbr is not None]
+    if with_vbr:
+        default = target.codec.vbr_default if target.codec.vbr is not None else None
+        options.append(Option("audio_vbr", "boolean", "Variable bitrate around audio_bitrate "
+                              f"(codecs: {', '.join(with_vbr)}).", default=default))
+    if len(codecs) > 1:
+        options.append(Option("audio_codec", "string", "Audio codec inside the container.",
+                              enum=tuple(codec.name for codec in codecs), default=target.codec.name))
     return options
 
 
@@ -174,7 +256,10 @@ def parse_time(value: str) -> float:
 
 
 def validate(target_name: Any, options: Any, path: str = "") -> Target:
-    """Check a conversion's target and options; raise RequestInvalid naming each problem."""
+    """Check a conversion's target and options; raise RequestInvalid naming each problem.
+
+    `options` are the effective ones: a preset's are already merged under the conversion's own.
+    """
     target = TARGETS.get(target_name) if isinstance(target_name, str) else None
     if target is None:
         allowed = ", ".join(TARGETS)
@@ -196,10 +281,73 @@ def validate(target_name: Any, options: Any, path: str = "") -> Target:
             ]
         elif value is not None and (problem := option.problem(value)):
             problems[f"{path}options.{name}"] = [problem]
-    start, end = options.get("start"), options.get("end")
-    if not problems and start is not None and end is not None:
-        if parse_time(end) <= parse_time(start):
-            problems[f"{path}options.end"] = [f"end ({end}) must be after start ({start})"]
+    if not problems:
+        for name, problem in _combination_problems(target, options):
+            problems[f"{path}options.{name}"] = [problem]
     if problems:
         raise RequestInvalid("Invalid conversion options.", problems)
     return target
+
+
+def _combination_problems(target: Target, options: dict[str, Any]) -> list[tuple[str, str]]:
+    """Values, each valid alone, that this target (with this codec) cannot produce together."""
+    codec = target.codec_named(options.get("audio_codec"))
+    what = target.name if len(target.codecs) == 1 else f"{target.name} with codec {codec.name}"
+    problems = []
+    rate = options.get("frequency")
+    if rate is not None and rate not in codec.sample_rates:
+        allowed = ", ".join(str(r) for r in SEED_FREQUENCIES if r in codec.sample_rates)
+        problems.append(("frequency", f"{what} cannot be encoded at {rate} Hz; allowed values: {allowed}"))
+    bitrate = options.get("audio_bitrate")
+    if bitrate is not None and bitrate not in codec.bitrates:
+        allowed = ", ".join(str(b) for b in codec.bitrates) or "none (this codec has no bitrate setting)"
+        problems.append(("audio_bitrate", f"{what} cannot be encoded at {bitrate} kbit/s; allowed values: {allowed}"))
+    if options.get("audio_vbr") is not None and codec.vbr is None:
+        allowed = ", ".join(c.name for c in target.codecs if c.vbr is not None)
+        problems.append(("audio_vbr", f"{what} has no variable-bitrate switch; codecs that have one: {allowed}"))
+    start, end = options.get("start"), options.get("end")
+    if start is not None and end is not None and parse_time(end) <= parse_time(start):
+        problems.append(("end", f"end ({end}) must be after start ({start})"))
+    return problems
+
+
+def validate_metadata(metadata: Any, path: str = "") -> dict[str, Any]:
+    """Check conversion metadata (the tags to write); return it without null entries."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise RequestInvalid("Invalid metadata.", {f"{path}metadata": ["must be an object"]})
+    problems: dict[str, list[str]] = {}
+    for name, value in metadata.items():
+        field_path = f"{path}metadata.{name}"
+        if name == "clear_all":
+            if not isinstance(value, bool):
+                problems[field_path] = ["must be of type boolean"]
+        elif name not in TAGS:
+            problems[field_path] = [f"unknown tag; allowed: {', '.join(TAGS)}, clear_all"]
+        elif value is not None and not isinstance(value, str):
+            problems[field_path] = ["must be of type string"]
+        elif value is not None and (len(value) > TAG_MAX_LENGTH or CONTROL_CHARACTERS.search(value)):
+            problems[field_path] = [f"must be at most {TAG_MAX_LENGTH} characters, without control characters"]
+    if problems:
+        raise RequestInvalid("Invalid metadata.", problems)
+    return {name: value for name, value in metadata.items() if value is not None}
+
+
+def ignored_options(target: Target, options: dict[str, Any], metadata: dict[str, Any]) -> list[str]:
+    """Warnings for options that are valid but have no effect on this target."""
+    notes = []
+    if options.get("audio_bitdepth") is not None and not target.lossless:
+        notes.append(f"audio_bitdepth is ignored: {target.name} is a lossy format without a bit depth.")
+    normalize_options = sorted(name for name in options if name.startswith("normalize_"))
+    if normalize_options and not options.get("normalize"):
+        notes.append(f"{', '.join(normalize_options)} ignored: normalize is not true.")
+    elif options.get("normalize"):
+        kind = options.get("normalize_type", "ebu")
+        unused = [name for name in normalize_options
+                  if name != "normalize_type" and name.endswith("_ebu") != (kind == "ebu")]
+        if unused:
+            notes.append(f"{', '.join(unused)} ignored for normalize_type {kind}.")
+    if any(name != "clear_all" for name in metadata) and not target.tags:
+        notes.append(f"metadata ignored: the {target.name} container cannot hold tags.")
+    return notes

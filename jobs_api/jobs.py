@@ -30,6 +30,7 @@ from jobs_api.models import (
     JobStatus,
     OutputFile,
 )
+from jobs_api.presets import PresetService, validate_with_preset
 from jobs_api.security import new_token
 from jobs_api.storage import Storage, remove_quietly, sha256_file
 
@@ -142,10 +143,10 @@ class JobService:
                 options.pop(name, None)  # null resets an option to its default
             else:
                 options[name] = value
-        catalog.validate(target, options)
+        validate_with_preset(PresetService(self.session), job.api_key_id, target, options)
         conversion.target, conversion.options = target, options
         if "metadata" in body:
-            conversion.metadata_ = body["metadata"] or {}
+            conversion.metadata_ = catalog.validate_metadata(body["metadata"])
         self.session.commit()
         return conversion
 
@@ -209,10 +210,10 @@ class JobService:
             )
         options = {k: v for k, v in (spec.get("options") or {}).items() if v is not None} \
             if isinstance(spec.get("options"), dict) else spec.get("options")
-        target = catalog.validate(spec.get("target"), options, path)
+        target = validate_with_preset(PresetService(self.session), job.api_key_id, spec.get("target"), options, path)
         conversion = Conversion(
             category=category, target=target.name, options=options or {},
-            metadata_=spec.get("metadata") or {}, position=len(job.conversions),
+            metadata_=catalog.validate_metadata(spec.get("metadata"), path), position=len(job.conversions),
         )
         job.conversions.append(conversion)
         return conversion

@@ -171,7 +171,7 @@ def test_input_url_answering_404_fails_the_job(
 
 
 @pytest.mark.parametrize("name, content, words", [
-    ("notes.txt", b"hello, this is not audio\n" * 20, "not an audio file"),
+    ("notes.doc", b"hello, this is not audio\n" * 20, "not an audio file"),
     ("playlist.mp3", b"#EXTM3U\n#EXTINF:1,\n/etc/passwd\n", "not an audio file"),
 ])
 def test_non_audio_inputs_fail_with_a_clear_message(

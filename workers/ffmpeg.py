@@ -6,11 +6,12 @@ nothing a client sends reaches ffmpeg as a raw argument or a filter string.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from jobs_api.catalog import Target, parse_time
+from jobs_api.catalog import TAGS, Target, parse_time
 
 # Demuxers we accept. Everything else (HLS playlists, concat lists, images, ...) is
 # refused at probe time, whatever the file is called; this is what stops a playlist
@@ -52,6 +53,26 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Normalization:
+    kind: str  # ebu, rms or peak
+    level: float  # LUFS for ebu, dBFS for rms and peak
+    true_peak: float  # dBTP, ebu only
+    loudness_range: float  # LU, ebu only
+
+
+@dataclass(frozen=True)
+class Levels:
+    """What ffmpeg's ebur128 and astats meters reported; None where a meter did not run."""
+
+    integrated: float | None = None  # LUFS
+    threshold: float | None = None  # LUFS, the gate of the integrated loudness
+    loudness_range: float | None = None  # LU
+    true_peak: float | None = None  # dBTP
+    peak: float | None = None  # dBFS, sample peak
+    rms: float | None = None  # dBFS
+
+
+@dataclass(frozen=True)
 class Plan:
     codec: str
     sample_fmt: str | None
@@ -62,6 +83,11 @@ class Plan:
     start: float | None
     duration: float  # of the output
     target: Target
+    codec_args: tuple[str, ...] = ()
+    normalization: Normalization | None = None
+    filters: tuple[str, ...] = ()  # gain stages decided after measuring the input
+    tags: tuple[tuple[str, str], ...] = ()
+    clear_tags: bool = False
 
 
 def probe_args(path: Path) -> list[str]:
@@ -102,14 +128,20 @@ def parse_probe(text: str) -> SourceInfo:
 
 
 def plan_conversion(target: Target, options: dict[str, Any], source: SourceInfo, limits: Limits) -> Plan:
-    rate = options.get("frequency") or _nearest_rate(source.sample_rate, target.sample_rates, limits)
+    """Every choice of the conversion, from validated options and the probed source."""
+    codec = target.codec_named(options.get("audio_codec"))
+    rate = options.get("frequency") or _nearest_rate(source.sample_rate, codec.sample_rates, limits)
     channels = {"mono": 1, "stereo": 2}.get(options.get("channels") or "") or min(
-        source.channels, target.max_channels, limits.max_channels
+        source.channels, codec.max_channels, limits.max_channels
     )
-    codec, sample_fmt, depth = target.codec, None, None
-    if target.lossless:
-        depth = options.get("audio_bitdepth") or _default_depth(source.bits, tuple(target.depths))
-        codec, sample_fmt = target.depths[depth]
+    encoder, sample_fmt, depth = codec.encoder, None, None
+    if codec.lossless:
+        depth = options.get("audio_bitdepth") or _default_depth(source.bits, tuple(codec.depths))
+        encoder, sample_fmt = codec.depths[depth]
+    bitrate = options.get("audio_bitrate") or codec.default_bitrate if codec.bitrates else None
+    codec_args: tuple[str, ...] = ()
+    if codec.vbr is not None:
+        codec_args = codec.vbr[bool(options.get("audio_vbr", codec.vbr_default))]
     start = parse_time(options["start"]) if options.get("start") else None
     end = parse_time(options["end"]) if options.get("end") else None
     available = source.duration - (start or 0.0) if source.duration else limits.max_duration
@@ -120,27 +152,170 @@ def plan_conversion(target: Target, options: dict[str, Any], source: SourceInfo,
     wanted = (end - (start or 0.0)) if end is not None else available
     duration = min(wanted, available, limits.max_duration)
     return Plan(
-        codec=codec, sample_fmt=sample_fmt, sample_rate=rate, channels=channels,
-        bit_depth=depth, bitrate_k=None if target.lossless else options.get("audio_bitrate") or target.default_bitrate,
-        start=start, duration=duration, target=target,
+        codec=encoder, sample_fmt=sample_fmt, sample_rate=rate, channels=channels,
+        bit_depth=depth, bitrate_k=bitrate, start=start, duration=duration, target=target,
+        codec_args=codec_args, normalization=_normalization(options),
     )
 
 
-def convert_args(source: Path, output: Path, plan: Plan, limits: Limits) -> list[str]:
-    args = ["ffmpeg", *COMMON, "-nostdin", "-nostats", *INPUT_GUARD]
+def with_tags(plan: Plan, metadata: dict[str, Any]) -> Plan:
+    """The plan writing the conversion's metadata as tags, where the container holds them."""
+    if not plan.target.tags:
+        return plan
+    tags = tuple((TAGS[name], value) for name, value in metadata.items() if name in TAGS)
+    return replace(plan, tags=tags, clear_tags=bool(metadata.get("clear_all")))
+
+
+def _normalization(options: dict[str, Any]) -> Normalization | None:
+    if not options.get("normalize"):
+        return None
+    kind = options.get("normalize_type") or "ebu"
+    level = options.get("normalize_target_level_ebu", -23) if kind == "ebu" else options.get(
+        "normalize_target_level", -23)
+    return Normalization(
+        kind=kind, level=float(level),
+        true_peak=float(options.get("normalize_true_peak_ebu", -2)),
+        loudness_range=float(options.get("normalize_loudness_range_target_ebu", 7)),
+    )
+
+
+def _source_args(source: Path, plan: Plan) -> list[str]:
+    args = [*INPUT_GUARD]
     if plan.start:
         args += ["-ss", _seconds(plan.start)]
-    args += ["-i", f"file:{source}", "-map", "0:a:0", "-vn", "-sn", "-dn"]
+    return [*args, "-i", f"file:{source}", "-map", "0:a:0", "-vn", "-sn", "-dn"]
+
+
+def _layout(channels: int) -> str:
+    return {1: "mono", 2: "stereo"}.get(channels, f"{channels}c")
+
+
+def _shape(plan: Plan) -> str:
+    """Brings the decoded audio to the output's rate and layout before anything measures it."""
+    return f"aformat=sample_rates={plan.sample_rate}:channel_layouts={_layout(plan.channels)}"
+
+
+def convert_args(source: Path, output: Path, plan: Plan, limits: Limits) -> list[str]:
+    args = ["ffmpeg", *COMMON, "-nostdin", "-nostats", *_source_args(source, plan)]
+    if plan.filters:
+        args += ["-af", ",".join((_shape(plan), *plan.filters))]
     args += ["-c:a", plan.codec]
     if plan.sample_fmt:
         args += ["-sample_fmt", plan.sample_fmt]
     if plan.bitrate_k:
         args += ["-b:a", f"{plan.bitrate_k}k"]
-    args += ["-ar", str(plan.sample_rate), "-ac", str(plan.channels)]
+    args += [*plan.codec_args, "-ar", str(plan.sample_rate), "-ac", str(plan.channels)]
+    if plan.clear_tags:
+        args += ["-map_metadata", "-1"]
+    for name, value in plan.tags:
+        args += ["-metadata", f"{name}={value}"]
     args += ["-t", _seconds(plan.duration), "-fs", str(limits.max_output_bytes)]
     args += [*plan.target.muxer_args, "-f", plan.target.muxer]
     args += ["-progress", "pipe:1", "-y", f"file:{output}"]
     return args
+
+
+# Loudness: measure, decide the gain, measure again --------------------------------------
+
+METERS = {
+    "ebu": "ebur128=peak=true:framelog=verbose",
+    "levels": "astats=measure_perchannel=none",
+}
+
+
+def measure_args(source: Path, plan: Plan | None = None, meters: tuple[str, ...] = ("ebu", "levels")) -> list[str]:
+    """Decode (the planned part of) `source` through the meters; they report on stderr."""
+    args = ["ffmpeg", "-hide_banner", "-loglevel", "info", "-nostdin", "-nostats"]
+    if plan is None:
+        args += [*INPUT_GUARD, "-i", f"file:{source}", "-map", "0:a:0", "-af", ",".join(METERS[m] for m in meters)]
+    else:
+        args += [*_source_args(source, plan), "-t", _seconds(plan.duration)]
+        args += ["-af", ",".join((_shape(plan), *(METERS[m] for m in meters)))]
+    return [*args, "-f", "null", "-"]
+
+
+def parse_levels(log: str) -> Levels:
+    def number(pattern: str) -> float | None:
+        found = re.findall(pattern, log)
+        if not found:
+            return None
+        value = float(found[-1])  # "-inf" parses as float too
+        return None if value == float("-inf") else value
+
+    return Levels(
+        integrated=number(r"\bI:\s+(-?[\d.]+|-inf) LUFS"),
+        threshold=number(r"Integrated loudness:\s+I:.*\n\s+Threshold:\s+(-?[\d.]+|-inf) LUFS"),
+        loudness_range=number(r"\bLRA:\s+(-?[\d.]+) LU"),
+        true_peak=number(r"True peak:\s+Peak:\s+(-?[\d.]+|-inf) dBFS"),
+        peak=number(r"Peak level dB:\s+(-?[\d.]+|-inf)"),
+        rms=number(r"RMS level dB:\s+(-?[\d.]+|-inf)"),
+    )
+
+
+# Below this the meters have nothing to go on: EBU's integrated loudness needs 400 ms
+# blocks above the -70 LUFS gate, RMS and peak need any sound at all.
+SILENT = -70.0
+# loudnorm's dynamic mode looks 3 s ahead; shorter clips are limited by alimiter instead.
+LOUDNORM_MIN_SECONDS = 3.0
+RMS_CEILING = -0.3  # dBFS: where rms normalization starts limiting rather than clipping
+
+
+class NotMeasurable(Exception):
+    """The input is silent (or too short to measure), so it cannot be normalized."""
+
+
+def gain_filters(
+    norm: Normalization, levels: Levels, plan: Plan, correction: float = 0.0,
+) -> tuple[tuple[str, ...], str]:
+    """The filters that bring the measured input to the target, and how ("linear", ...).
+
+    `correction` (dB) is added to the target when a first result measured off target.
+    """
+    target = norm.level + correction
+    if norm.kind == "ebu":
+        if levels.integrated is None or levels.integrated <= SILENT:
+            raise NotMeasurable("the input is silent or shorter than 0.4 s")
+        gain = target - levels.integrated
+        peak_after = (levels.true_peak if levels.true_peak is not None else 0.0) + gain
+        wide = levels.loudness_range is not None and levels.loudness_range > norm.loudness_range
+        if peak_after <= norm.true_peak and not wide:
+            return (_volume(gain),), "linear"
+        if plan.duration >= LOUDNORM_MIN_SECONDS:
+            return (_loudnorm(norm, levels, target),), "dynamic"
+        return (_volume(gain), *_limiter(norm.true_peak - 0.5, plan.sample_rate)), "limited"
+    measured = levels.rms if norm.kind == "rms" else levels.peak
+    if measured is None or measured <= SILENT - 20:
+        raise NotMeasurable("the input is silent")
+    gain = target - measured
+    if norm.kind == "rms" and (levels.peak or 0.0) + gain > RMS_CEILING:
+        return (_volume(gain), *_limiter(RMS_CEILING, plan.sample_rate)), "limited"
+    return (_volume(gain),), "linear"
+
+
+def _volume(gain_db: float) -> str:
+    return f"volume={gain_db:.2f}dB"
+
+
+def _limiter(ceiling_db: float, rate: int) -> tuple[str, ...]:
+    # Oversampled four times, so that the limit holds between samples too (true peak).
+    limit = 10 ** (ceiling_db / 20)
+    return (f"aresample={rate * 4}", f"alimiter=limit={limit:.5f}:attack=1:release=50:level=false:latency=true",
+            f"aresample={rate}")
+
+
+def _loudnorm(norm: Normalization, levels: Levels, target: float) -> str:
+    measured = {
+        "measured_I": levels.integrated, "measured_LRA": levels.loudness_range or 0.0,
+        "measured_TP": levels.true_peak if levels.true_peak is not None else 0.0,
+        "measured_thresh": levels.threshold if levels.threshold is not None else SILENT,
+    }
+    settings = {"I": max(-70.0, min(-5.0, target)), "LRA": norm.loudness_range, "TP": norm.true_peak, **measured}
+    return "loudnorm=" + ":".join(f"{key}={value:.2f}" for key, value in settings.items()) + ":linear=false"
+
+
+def tts_args(text: Path, wav: Path, voice: str) -> list[str]:
+    """espeak-ng reads the text as plain text (no SSML: that needs -m) and writes a WAV."""
+    return ["espeak-ng", "-v", voice, "-w", str(wav), "-f", str(text)]
 
 
 def _nearest_rate(rate: int, allowed: tuple[int, ...], limits: Limits) -> int:

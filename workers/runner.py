@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 
 POLL_SECONDS = 0.1
-STDERR_TAIL = 4000
+STDERR_TAIL = 8000  # enough for ebur128's and astats' summaries
 
 
 class ProcessFailed(Exception):
@@ -40,6 +40,18 @@ def run(
     on_line: Callable[[str], None] | None = None,
 ) -> str:
     """Run `args`; return stdout (or feed it line by line to `on_line`)."""
+    return _run(args, deadline_seconds, should_stop, on_line)[0]
+
+
+def run_for_log(args: list[str], *, deadline_seconds: float, should_stop: Callable[[], bool] | None = None) -> str:
+    """Run `args`; return the end of stderr, where ffmpeg's meters print their summaries."""
+    return _run(args, deadline_seconds, should_stop, None)[1]
+
+
+def _run(
+    args: list[str], deadline_seconds: float,
+    should_stop: Callable[[], bool] | None, on_line: Callable[[str], None] | None,
+) -> tuple[str, str]:
     collected: list[str] = []
     sink = on_line or collected.append
     with tempfile.TemporaryFile() as stderr:
@@ -63,12 +75,12 @@ def run(
         finally:
             _kill_group(process)
             reader.join(timeout=5)
+        stderr.seek(0, os.SEEK_END)
+        stderr.seek(max(0, stderr.tell() - STDERR_TAIL))
+        tail = stderr.read().decode("utf-8", "replace")
         if process.returncode != 0:
-            stderr.seek(0, os.SEEK_END)
-            stderr.seek(max(0, stderr.tell() - STDERR_TAIL))
-            tail = stderr.read().decode("utf-8", "replace")
             raise ProcessFailed(f"{args[0]} exited with {process.returncode}", process.returncode, tail)
-    return "".join(collected)
+    return "".join(collected), tail
 
 
 def _pump(process: subprocess.Popen[str], sink: Callable[[str], None]) -> None:

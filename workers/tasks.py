@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -15,9 +15,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from jobs_api import catalog, outbound
 from jobs_api.config import Config
 from jobs_api.db import make_engine, make_sessionmaker
+from jobs_api.errors import RequestInvalid
 from jobs_api.jobs import display_name
 from jobs_api.lifecycle import transition
 from jobs_api.models import Conversion, InputFile, Job, JobStatus, OutputFile
+from jobs_api.presets import PresetService
 from jobs_api.representation import job_json
 from jobs_api.storage import Storage, remove_quietly, sha256_file
 from workers import ffmpeg, runner
@@ -43,6 +45,8 @@ class Code:
     TIMED_OUT = 2005
     CONVERSION_FAILED = 2006
     OPTIONS_NOT_APPLICABLE = 2007
+    TEXT_INVALID = 2008
+    OPTION_IGNORED = 4001  # warnings
     NO_OUTPUT = 3001
 
 
@@ -264,7 +268,17 @@ def _convert(
     work: Path, progress: _Progress,
 ) -> None:
     target = catalog.TARGETS[conversion.target]
+    try:
+        options = PresetService(session).effective_options(job.api_key_id, conversion.options)
+    except RequestInvalid as exc:
+        raise JobProblem(Code.OPTIONS_NOT_APPLICABLE, f"The preset {conversion.options.get('preset')!r} "
+                         "no longer exists.") from exc
+    notes = catalog.ignored_options(target, options, conversion.metadata_)
     source_path = ctx.storage.input_path(item.storage_key or "")
+    if _is_text(item):
+        source_path = _speak(ctx, source_path, options, work / f"{conversion.id}-speech.wav", progress)
+    elif "language_tts" in conversion.options:
+        notes.append("language_tts ignored: the input is audio, not plain text.")
     source = _probe(source_path)
     if source.duration > ctx.config.max_duration_seconds:
         raise JobProblem(
@@ -272,28 +286,15 @@ def _convert(
             f"The input is {source.duration:.0f} s long; the limit is {ctx.config.max_duration_seconds} s.",
         )
     try:
-        plan = ffmpeg.plan_conversion(target, conversion.options, source, ctx.limits)
+        plan = ffmpeg.with_tags(ffmpeg.plan_conversion(target, options, source, ctx.limits), conversion.metadata_)
     except ffmpeg.PlanInvalid as exc:
         raise JobProblem(Code.OPTIONS_NOT_APPLICABLE, f"The options do not fit the input: {exc}.") from exc
-    progress.total = plan.duration
     partial = work / f"{conversion.id}.{target.extension}"
-    try:
-        runner.run(
-            ffmpeg.convert_args(source_path, partial, plan, ctx.limits),
-            deadline_seconds=ctx.config.ffmpeg_timeout_seconds,
-            should_stop=progress.should_stop, on_line=progress.line,
-        )
-    except runner.ProcessStopped as exc:
-        raise Canceled() from exc
-    except runner.ProcessTimedOut as exc:
-        raise JobProblem(
-            Code.TIMED_OUT, f"The conversion took longer than {ctx.config.ffmpeg_timeout_seconds} s and was stopped."
-        ) from exc
-    except runner.ProcessFailed as exc:
-        log.warning("ffmpeg failed for job %s: %s", job.id, exc.stderr_tail)
-        raise JobProblem(
-            Code.DAMAGED, "The input could not be decoded; it may be damaged or truncated."
-        ) from exc
+    loudness = None
+    if plan.normalization is None:
+        _encode(ctx, job, source_path, partial, plan, progress)
+    else:
+        loudness = _encode_normalized(ctx, job, source_path, partial, plan, progress, notes)
     size = partial.stat().st_size
     if size >= ctx.config.max_output_bytes:
         raise JobProblem(
@@ -308,18 +309,117 @@ def _convert(
             f"{expected:.2f} s could be decoded.",
         )
     stem = conversion.options.get("output_filename") or Path(item.filename or "file").stem
+    metadata = _metadata(measured, plan)
+    if loudness:
+        metadata["loudness"] = loudness
     output = OutputFile(
         conversion_id=conversion.id, input_ids=[item.id],
         filename=f"{display_name(stem) or 'file'}.{target.extension}",
         size=size, checksum=sha256_file(partial), content_type=target.content_type,
-        metadata_=_metadata(measured, plan),
-        storage_key=ctx.storage.adopt_output(partial),
+        metadata_=metadata, storage_key=ctx.storage.adopt_output(partial),
     )
     job.outputs.append(output)
+    for note in notes:
+        job.warnings = [*job.warnings, _message("conversion", conversion.id, Code.OPTION_IGNORED, note)]
     session.commit()
 
 
+def _encode(ctx: Context, job: Job, source: Path, partial: Path, plan: ffmpeg.Plan, progress: _Progress) -> None:
+    progress.total = plan.duration
+    _run_ffmpeg(ctx, job, ffmpeg.convert_args(source, partial, plan, ctx.limits), progress)
+
+
+def _run_ffmpeg(ctx: Context, job: Job, args: list[str], progress: _Progress, *, log_out: bool = False) -> str:
+    """Run an ffmpeg pass; returns its log when `log_out` (the meters report there)."""
+    try:
+        if log_out:
+            return runner.run_for_log(args, deadline_seconds=ctx.config.ffmpeg_timeout_seconds,
+                                      should_stop=progress.should_stop)
+        return runner.run(args, deadline_seconds=ctx.config.ffmpeg_timeout_seconds,
+                          should_stop=progress.should_stop, on_line=progress.line)
+    except runner.ProcessStopped as exc:
+        raise Canceled() from exc
+    except runner.ProcessTimedOut as exc:
+        raise JobProblem(
+            Code.TIMED_OUT, f"The conversion took longer than {ctx.config.ffmpeg_timeout_seconds} s and was stopped."
+        ) from exc
+    except runner.ProcessFailed as exc:
+        log.warning("ffmpeg failed for job %s: %s", job.id, exc.stderr_tail)
+        raise JobProblem(
+            Code.DAMAGED, "The input could not be decoded; it may be damaged or truncated."
+        ) from exc
+
+
+# How far a normalized result may be from its target before it is encoded once more
+# with the difference added: half the promised tolerance (1 LU for EBU, 0.5 dB otherwise).
+CORRECT_BEYOND = {"ebu": 0.5, "rms": 0.25, "peak": 0.25}
+
+
+def _encode_normalized(
+    ctx: Context, job: Job, source: Path, partial: Path, plan: ffmpeg.Plan, progress: _Progress,
+    notes: list[str],
+) -> dict[str, Any] | None:
+    """Measure the input, encode with the gain that reaches the target, measure the result."""
+    norm = plan.normalization
+    assert norm is not None
+    meters = ("ebu",) if norm.kind == "ebu" else ("levels",)
+    before = ffmpeg.parse_levels(_run_ffmpeg(ctx, job, ffmpeg.measure_args(source, plan, meters), progress,
+                                             log_out=True))
+    try:
+        filters, method = ffmpeg.gain_filters(norm, before, plan)
+    except ffmpeg.NotMeasurable as exc:
+        notes.append(f"normalize skipped: {exc}.")
+        _encode(ctx, job, source, partial, plan, progress)
+        return None
+    correction = 0.0
+    for attempt in (1, 2):
+        _encode(ctx, job, source, partial, replace(plan, filters=filters), progress)
+        after = ffmpeg.parse_levels(_run_ffmpeg(ctx, job, ffmpeg.measure_args(partial), progress, log_out=True))
+        reached = {"ebu": after.integrated, "rms": after.rms, "peak": after.peak}[norm.kind]
+        miss = norm.level - reached if reached is not None else 0.0
+        if attempt == 2 or abs(miss) <= CORRECT_BEYOND[norm.kind]:
+            break
+        correction += miss
+        filters, method = ffmpeg.gain_filters(norm, before, plan, correction)
+    return {
+        "type": norm.kind, "target": norm.level, "method": method,
+        "integrated_lufs": after.integrated, "true_peak_dbtp": after.true_peak,
+        "loudness_range_lu": after.loudness_range, "peak_dbfs": after.peak, "rms_dbfs": after.rms,
+        "input_integrated_lufs": before.integrated, "input_peak_dbfs": before.peak, "input_rms_dbfs": before.rms,
+    }
+
+
+TEXT_TYPES = ("text/plain",)
+TEXT_MAX_BYTES = 256 * 1024
+
+
+def _is_text(item: InputFile) -> bool:
+    content_type = (item.content_type or "").split(";")[0].strip().lower()
+    return content_type in TEXT_TYPES or (item.filename or "").lower().endswith(".txt")
+
+
+def _speak(ctx: Context, text: Path, options: dict[str, Any], wav: Path, progress: _Progress) -> Path:
+    """Speak a plain-text input with espeak-ng; the WAV is then converted like any input."""
+    if text.stat().st_size > TEXT_MAX_BYTES:
+        raise JobProblem(Code.TEXT_INVALID, f"The text is longer than {TEXT_MAX_BYTES // 1024} KiB.")
+    try:
+        text.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise JobProblem(Code.TEXT_INVALID, "The text input is not UTF-8 plain text.") from exc
+    voice = catalog.TTS_VOICES[options.get("language_tts") or "en-US"]
+    try:
+        runner.run(ffmpeg.tts_args(text, wav, voice), deadline_seconds=ctx.config.ffmpeg_timeout_seconds,
+                   should_stop=progress.should_stop)
+    except runner.ProcessStopped as exc:
+        raise Canceled() from exc
+    except runner.ProcessFailed as exc:
+        log.warning("espeak-ng failed: %s", exc.stderr_tail)
+        raise JobProblem(Code.TEXT_INVALID, "The text could not be spoken.") from exc
+    return wav
+
+
 def _metadata(measured: ffmpeg.SourceInfo, plan: ffmpeg.Plan) -> dict[str, Any]:
+    """What ffprobe reports on the output (bit depth: what was encoded, lossless only)."""
     data: dict[str, Any] = {
         "duration": round(measured.duration, 3),
         "sample_rate": measured.sample_rate,
@@ -328,7 +428,7 @@ def _metadata(measured: ffmpeg.SourceInfo, plan: ffmpeg.Plan) -> dict[str, Any]:
         "bitrate": measured.bit_rate,
     }
     if plan.bit_depth:
-        data["bit_depth"] = plan.bit_depth
+        data["bit_depth"] = measured.bits or plan.bit_depth
     return data
 
 
