@@ -7,6 +7,7 @@ one edit here (plus, for a new option, its effect in `workers/ffmpeg.py`).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,6 +82,16 @@ class Codec:
     # audio_vbr true/false -> encoder arguments; None where the encoder has no such switch.
     vbr: dict[bool, tuple[str, ...]] | None = None
     vbr_default: bool = False
+    # (rate, channels) -> the kbit/s the encoder really produces at that rate; outside it
+    # the encoder would fail or silently clamp. None: every listed bitrate works.
+    bitrate_range: Callable[[int, int], tuple[int, int]] | None = None
+    quality_args: tuple[str, ...] = ()  # used instead of a bitrate when none is asked for
+
+    def bitrates_for(self, rate: int, channels: int) -> tuple[int, ...]:
+        if self.bitrate_range is None:
+            return self.bitrates
+        low, high = self.bitrate_range(rate, channels)
+        return tuple(kbps for kbps in self.bitrates if low <= kbps <= high)
 
     @property
     def lossless(self) -> bool:
@@ -116,18 +127,45 @@ class Target:
 ANY_RATE = tuple(sorted({*SEED_FREQUENCIES, 88200, 176400, 192000}))
 LAME_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 AAC_RATES = (7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
-OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
+OPUS_RATES = (48000,)  # Opus files always decode at 48 kHz; that is what ffprobe reports
 SPEEX_RATES = (8000, 16000, 32000)
 LOSSY_BITRATES = (32, 48, 64, 96, 112, 128, 160, 192, 224, 256, 320)
 MP4_ARGS = ("-movflags", "+faststart")
 
+
+
+def _lame_range(rate: int, _channels: int) -> tuple[int, int]:
+    # MPEG-2.5 (under 16 kHz), MPEG-2 (under 32 kHz) and MPEG-1 frames cap the bitrate.
+    return (8, 64) if rate < 16000 else (8, 160) if rate < 32000 else (32, 320)
+
+
+def _aac_range(rate: int, channels: int) -> tuple[int, int]:
+    # An AAC frame holds at most 6144 bits per channel for 1024 samples.
+    return 8, 6 * rate * channels // 1000
+
+
+# What libvorbis accepts as an average bitrate (-b:a), measured on this ffmpeg for each
+# rate: (mono, stereo) ranges in kbit/s. Other rates and layouts use its quality mode.
+VORBIS_ABR = {
+    8000: ((32, 32), (32, 64)), 11025: ((32, 48), (32, 96)), 16000: ((32, 96), (32, 192)),
+    22050: ((32, 64), (32, 160)), 24000: ((32, 64), (32, 160)), 32000: ((32, 160), (48, 320)),
+    44100: ((32, 224), (48, 320)), 48000: ((32, 224), (48, 320)),
+}
+
+
+def _vorbis_range(rate: int, channels: int) -> tuple[int, int]:
+    ranges = VORBIS_ABR.get(rate)
+    return ranges[channels - 1] if ranges and channels in (1, 2) else (0, 0)
+
+
 MP3 = Codec("mp3", "libmp3lame", LAME_RATES, 2, bitrates=LOSSY_BITRATES, default_bitrate=192,
-            vbr={False: (), True: ("-abr", "1")})
-VORBIS = Codec("vorbis", "libvorbis", ANY_RATE, bitrates=LOSSY_BITRATES, default_bitrate=192)
+            vbr={False: (), True: ("-abr", "1")}, bitrate_range=_lame_range)
+VORBIS = Codec("vorbis", "libvorbis", ANY_RATE, bitrates=LOSSY_BITRATES, bitrate_range=_vorbis_range,
+               quality_args=("-q:a", "5"))
 OPUS = Codec("opus", "libopus", OPUS_RATES, bitrates=LOSSY_BITRATES[:-1], default_bitrate=128,
              vbr={True: ("-vbr", "on"), False: ("-vbr", "off")}, vbr_default=True)
 SPEEX = Codec("speex", "libspeex", SPEEX_RATES, 2)
-AAC = Codec("aac", "aac", AAC_RATES, bitrates=LOSSY_BITRATES, default_bitrate=192)
+AAC = Codec("aac", "aac", AAC_RATES, bitrates=LOSSY_BITRATES, default_bitrate=192, bitrate_range=_aac_range)
 WMA = Codec("wma", "wmav2", LAME_RATES, 2, bitrates=LOSSY_BITRATES[:9], default_bitrate=128)
 FLAC = Codec("flac", "flac", ANY_RATE, depths={16: ("flac", "s16"), 24: ("flac", "s32")})
 ALAC = Codec("alac", "alac", ANY_RATE, depths={16: ("alac", "s16p"), 24: ("alac", "s32p")})
@@ -147,7 +185,7 @@ TARGETS: dict[str, Target] = {
         Target("aac", "aac", "adts", "audio/aac", (AAC,), tags=False),
         Target("m4a", "m4a", "ipod", "audio/mp4", (AAC,), muxer_args=MP4_ARGS),
         Target("webm", "webm", "webm", "audio/webm", (OPUS, VORBIS)),
-        Target("aiff", "aiff", "aiff", "audio/aiff", (AIFF_PCM,)),
+        Target("aiff", "aiff", "aiff", "audio/aiff", (AIFF_PCM,), muxer_args=("-write_id3v2", "1")),
         Target("wma", "wma", "asf", "audio/x-ms-wma", (WMA,)),
         Target("alac", "m4a", "ipod", "audio/mp4", (ALAC,), muxer_args=MP4_ARGS),
     )
@@ -175,6 +213,7 @@ TAGS = {
 }
 TAG_MAX_LENGTH = 1000
 NORMALIZE_TYPES = ("ebu", "rms", "peak")
+_LAYOUTS = {1: "mono", 2: "stereo"}
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
@@ -204,7 +243,8 @@ def _options_for(target: Target) -> list[Option]:
         Option("normalize_target_level_ebu", "number", "Integrated loudness target in LUFS. "
                "Ignored if normalize_type is not ebu.", minimum=-70, maximum=-5, default=-23),
         Option("normalize_loudness_range_target_ebu", "number", "Loudness range target in LU; "
-               "a wider source is compressed to it. Ignored if normalize_type is not ebu.",
+               "a wider source is compressed toward it (loudnorm's dynamic mode, sources of 3 s "
+               "or more). Ignored if normalize_type is not ebu.",
                minimum=1, maximum=50, default=7),
         Option("normalize_true_peak_ebu", "number", "Maximum true peak in dBTP. Ignored if "
                "normalize_type is not ebu.", minimum=-9, maximum=0, default=-2),
@@ -221,8 +261,10 @@ def _options_for(target: Target) -> list[Option]:
                               "bit depth: accepted and ignored, with a job warning.", enum=(8, 16, 24, 32)))
     bitrates = tuple(sorted({rate for codec in codecs for rate in codec.bitrates}))
     if bitrates:
-        options.append(Option("audio_bitrate", "integer", "Audio bitrate in kbit/s (the average "
-                              "with audio_vbr).", enum=bitrates, default=target.codec.default_bitrate))
+        options.append(Option("audio_bitrate", "integer", "Audio bitrate in kbit/s (the average with "
+                              "audio_vbr). Low sample rates allow only the lower values; a 400 lists them. "
+                              "Vorbis without it encodes at quality 5.", enum=bitrates,
+                              default=target.codec.default_bitrate))
     with_vbr = [codec.name for codec in codecs if codec.vbr is not None]
     if with_vbr:
         default = target.codec.vbr_default if target.codec.vbr is not None else None
@@ -299,9 +341,15 @@ def _combination_problems(target: Target, options: dict[str, Any]) -> list[tuple
         allowed = ", ".join(str(r) for r in SEED_FREQUENCIES if r in codec.sample_rates)
         problems.append(("frequency", f"{what} cannot be encoded at {rate} Hz; allowed values: {allowed}"))
     bitrate = options.get("audio_bitrate")
-    if bitrate is not None and bitrate not in codec.bitrates:
-        allowed = ", ".join(str(b) for b in codec.bitrates) or "none (this codec has no bitrate setting)"
-        problems.append(("audio_bitrate", f"{what} cannot be encoded at {bitrate} kbit/s; allowed values: {allowed}"))
+    if bitrate is not None:
+        # Without a frequency or channels the source decides; the worker checks again then.
+        channels = {"mono": 1, "stereo": 2}.get(options.get("channels") or "", 2)
+        fitting = codec.bitrates_for(rate, channels) if rate in codec.sample_rates else codec.bitrates
+        if bitrate not in fitting:
+            at = f" at {rate} Hz {_LAYOUTS[channels]}" if rate in codec.sample_rates else ""
+            allowed = ", ".join(str(b) for b in fitting) or "none (this codec has no bitrate setting)"
+            problems.append(("audio_bitrate",
+                             f"{what}{at} cannot be encoded at {bitrate} kbit/s; allowed values: {allowed}"))
     if options.get("audio_vbr") is not None and codec.vbr is None:
         allowed = ", ".join(c.name for c in target.codecs if c.vbr is not None)
         problems.append(("audio_vbr", f"{what} has no variable-bitrate switch; codecs that have one: {allowed}"))

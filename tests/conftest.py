@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -142,6 +143,47 @@ def probe(path: Path) -> dict[str, Any]:
     stream = next(s for s in data["streams"] if s["codec_type"] == "audio")
     return {**stream, "format_name": data["format"]["format_name"],
             "duration": float(data["format"]["duration"])}
+
+
+def loudness(path: Path) -> dict[str, float]:
+    """ffmpeg's own meters on a produced file: EBU R128 (ebur128) and RMS / sample peak (astats)."""
+    log = subprocess.run(
+        ["ffmpeg", "-hide_banner", "-nostats", "-i", str(path), "-map", "0:a:0",
+         "-af", "ebur128=peak=true:framelog=verbose,astats=measure_perchannel=none", "-f", "null", "-"],
+        check=True, capture_output=True, text=True,
+    ).stderr
+    summary = log[log.rindex("Summary:"):]
+
+    def last(pattern: str, text: str) -> float:
+        return float(re.findall(pattern, text)[-1])
+
+    return {
+        "integrated": last(r"I:\s+(-?[\d.]+) LUFS", summary),
+        "lra": last(r"LRA:\s+(-?[\d.]+) LU", summary),
+        "true_peak": last(r"Peak:\s+(-?[\d.]+) dBFS", summary),
+        "rms": last(r"RMS level dB:\s+(-?[\d.]+)", log),
+        "peak": last(r"Peak level dB:\s+(-?[\d.]+)", log),
+    }
+
+
+def format_tags(path: Path) -> dict[str, str]:
+    """Tags as ffprobe reads them, container and stream merged, names lower-cased."""
+    data = json.loads(subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "format_tags:stream_tags", "-of", "json", str(path)],
+        check=True, capture_output=True, text=True,
+    ).stdout)
+    tags = dict(data.get("format", {}).get("tags", {}))
+    for stream in data.get("streams", []):
+        tags.update(stream.get("tags", {}))
+    return {name.lower(): value for name, value in tags.items()}
+
+
+def packet_sizes(path: Path) -> list[int]:
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries", "packet=size", "-of", "csv=p=0",
+         str(path)], check=True, capture_output=True, text=True,
+    ).stdout
+    return [int(line.split(",")[0]) for line in out.split() if line.strip()]
 
 
 @pytest.fixture(scope="session")

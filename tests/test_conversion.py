@@ -29,8 +29,10 @@ EXPECTED = {  # target: (codec, container as ffprobe names it)
 
 
 def convert(client: Any, config: Any, headers: dict[str, str], source: Path, target: str,
-            options: dict[str, Any] | None = None, **job: Any) -> dict[str, Any]:
-    body = {"process": False, "conversion": [{"target": target, "options": options or {}}], **job}
+            options: dict[str, Any] | None = None, metadata: dict[str, Any] | None = None,
+            **job: Any) -> dict[str, Any]:
+    conversion = {"target": target, "options": options or {}, "metadata": metadata}
+    body = {"process": False, "conversion": [conversion], **job}
     created = client.post("/v2/jobs", json=body, headers=headers).get_json()
     with source.open("rb") as handle:
         upload = client.post(f"/v2/dl/upload-file/{created['id']}", data={"file": (handle, source.name)},
@@ -45,7 +47,8 @@ def download(client: Any, job: dict[str, Any], tmp_path: Path) -> Path:
     output = job["output"][0]
     response = client.get(output["uri"].replace("http://127.0.0.1:8000", ""))
     assert response.status_code == 200
-    path = tmp_path / output["filename"]
+    path = tmp_path / output["id"] / output["filename"]
+    path.parent.mkdir()
     path.write_bytes(response.data)
     assert path.stat().st_size == output["size"]
     return path

@@ -42,7 +42,7 @@ def test_wav_depth_picks_the_codec() -> None:
 
 
 @pytest.mark.parametrize("target, source_rate, expected", [
-    ("mp3", 96000, 48000), ("mp3", 44100, 44100), ("opus", 44100, 48000), ("opus", 16000, 16000),
+    ("mp3", 96000, 48000), ("mp3", 44100, 44100), ("opus", 44100, 48000), ("opus", 16000, 48000),
     ("aac", 192000, 96000), ("flac", 192000, 192000), ("wma", 7000, 8000),
 ])
 def test_default_rate_is_the_source_where_the_target_can_hold_it(target: str, source_rate: int, expected: int) -> None:

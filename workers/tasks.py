@@ -350,9 +350,11 @@ def _run_ffmpeg(ctx: Context, job: Job, args: list[str], progress: _Progress, *,
         ) from exc
 
 
-# How far a normalized result may be from its target before it is encoded once more
-# with the difference added: half the promised tolerance (1 LU for EBU, 0.5 dB otherwise).
+# How far a normalized result may be from its target before it is encoded again with
+# the difference added: half the promised tolerance (1 LU for EBU, 0.5 dB otherwise).
+# A linear gain lands on target at once; limiting and loudnorm lose some loudness.
 CORRECT_BEYOND = {"ebu": 0.5, "rms": 0.25, "peak": 0.25}
+MAX_ENCODES = 3
 
 
 def _encode_normalized(
@@ -372,17 +374,17 @@ def _encode_normalized(
         _encode(ctx, job, source, partial, plan, progress)
         return None
     correction = 0.0
-    for attempt in (1, 2):
+    for attempt in range(1, MAX_ENCODES + 1):
         _encode(ctx, job, source, partial, replace(plan, filters=filters), progress)
         after = ffmpeg.parse_levels(_run_ffmpeg(ctx, job, ffmpeg.measure_args(partial), progress, log_out=True))
         reached = {"ebu": after.integrated, "rms": after.rms, "peak": after.peak}[norm.kind]
         miss = norm.level - reached if reached is not None else 0.0
-        if attempt == 2 or abs(miss) <= CORRECT_BEYOND[norm.kind]:
+        if attempt == MAX_ENCODES or abs(miss) <= CORRECT_BEYOND[norm.kind]:
             break
         correction += miss
         filters, method = ffmpeg.gain_filters(norm, before, plan, correction)
     return {
-        "type": norm.kind, "target": norm.level, "method": method,
+        "type": norm.kind, "target": norm.level, "method": method, "encodes": attempt,
         "integrated_lufs": after.integrated, "true_peak_dbtp": after.true_peak,
         "loudness_range_lu": after.loudness_range, "peak_dbfs": after.peak, "rms_dbfs": after.rms,
         "input_integrated_lufs": before.integrated, "input_peak_dbfs": before.peak, "input_rms_dbfs": before.rms,
