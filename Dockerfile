@@ -2,7 +2,7 @@
 FROM python:3.11-slim-bookworm
 
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ffmpeg procps \
+    && apt-get install -y --no-install-recommends ffmpeg espeak-ng procps \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 10001 app
 

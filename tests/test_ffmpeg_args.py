@@ -6,7 +6,23 @@ from pathlib import Path
 import pytest
 
 from jobs_api.catalog import TARGETS
-from workers.ffmpeg import FORMAT_WHITELIST, Limits, PlanInvalid, SourceInfo, convert_args, plan_conversion, probe_args
+from workers.ffmpeg import (
+    FORMAT_WHITELIST,
+    Levels,
+    Limits,
+    Normalization,
+    NotMeasurable,
+    PlanInvalid,
+    SourceInfo,
+    convert_args,
+    gain_filters,
+    measure_args,
+    parse_levels,
+    plan_conversion,
+    probe_args,
+    tts_args,
+    with_tags,
+)
 
 LIMITS = Limits(max_duration=3600, max_output_bytes=1000, max_channels=8, max_sample_rate=192000)
 CD = SourceInfo("wav", "pcm_s16le", duration=10.0, sample_rate=44100, channels=2, bits=16, bit_rate=None)
@@ -68,3 +84,123 @@ def test_probe_uses_the_demuxer_whitelist() -> None:
     assert args[0] == "ffprobe" and args[-1] == "file:/s/x"
     assert args[args.index("-format_whitelist") + 1] == FORMAT_WHITELIST
     assert "hls" not in FORMAT_WHITELIST.split(",") and "concat" not in FORMAT_WHITELIST.split(",")
+
+
+# Options that change the command ------------------------------------------------------
+
+EBU = Normalization("ebu", level=-16.0, true_peak=-1.0, loudness_range=7.0)
+
+
+def test_vbr_and_codec_choice_become_encoder_arguments() -> None:
+    abr = plan_conversion(TARGETS["mp3"], {"audio_vbr": True, "audio_bitrate": 128}, CD, LIMITS)
+    args = convert_args(Path("/s/in"), Path("/w/o.mp3"), abr, LIMITS)
+    assert args[args.index("-b:a") + 1] == "128k" and args[args.index("-abr") + 1] == "1"
+    cbr = plan_conversion(TARGETS["opus"], {"audio_vbr": False}, CD, LIMITS)
+    args = convert_args(Path("/s/in"), Path("/w/o.opus"), cbr, LIMITS)
+    assert args[args.index("-vbr"):args.index("-vbr") + 4] == ["-vbr", "off", "-ar", "48000"]
+    speex = plan_conversion(TARGETS["ogg"], {"audio_codec": "speex", "frequency": 16000}, CD, LIMITS)
+    assert speex.codec == "libspeex" and speex.bitrate_k is None
+
+
+def test_vorbis_without_a_bitrate_uses_its_quality_mode() -> None:
+    plan = plan_conversion(TARGETS["ogg"], {}, CD, LIMITS)
+    args = convert_args(Path("/s/in"), Path("/w/o.ogg"), plan, LIMITS)
+    assert "-b:a" not in args and args[args.index("-q:a") + 1] == "5"
+
+
+def test_the_default_bitrate_fits_the_rate_and_an_asked_one_must() -> None:
+    phone = SourceInfo("wav", "pcm_s16le", 5.0, 8000, 1, 16, None)
+    assert plan_conversion(TARGETS["mp3"], {}, phone, LIMITS).bitrate_k == 64  # MPEG-2.5 caps at 64
+    with pytest.raises(PlanInvalid, match="320 kbit/s"):
+        plan_conversion(TARGETS["mp3"], {"audio_bitrate": 320}, phone, LIMITS)
+
+
+def test_tags_become_metadata_arguments() -> None:
+    plan = with_tags(plan_conversion(TARGETS["flac"], {}, CD, LIMITS),
+                     {"title": "A=B", "author": "Me", "clear_all": True})
+    args = convert_args(Path("/s/in"), Path("/w/o.flac"), plan, LIMITS)
+    assert args[args.index("-map_metadata") + 1] == "-1"
+    assert [args[i + 1] for i, arg in enumerate(args) if arg == "-metadata"] == ["title=A=B", "artist=Me"]
+    adts = with_tags(plan_conversion(TARGETS["aac"], {}, CD, LIMITS), {"title": "x"})
+    assert "-metadata" not in convert_args(Path("/s/in"), Path("/w/o.aac"), adts, LIMITS)
+
+
+def test_measuring_decodes_the_planned_part_in_the_output_shape() -> None:
+    plan = plan_conversion(TARGETS["mp3"], {"start": "00:00:02", "end": "00:00:05", "channels": "mono",
+                                            "normalize": True}, CD, LIMITS)
+    args = measure_args(Path("/s/in"), plan, ("ebu",))
+    assert args[args.index("-ss") + 1] == "2" and args[args.index("-t") + 1] == "3"
+    assert args[args.index("-af") + 1] == (
+        "aformat=sample_rates=44100:channel_layouts=mono,ebur128=peak=true:framelog=verbose")
+    assert args[-3:] == ["-f", "null", "-"] and "-format_whitelist" in args
+
+
+def test_gain_is_linear_when_the_true_peak_allows_it() -> None:
+    plan = plan_conversion(TARGETS["wav"], {"normalize": True}, CD, LIMITS)
+    levels = Levels(integrated=-23.0, threshold=-33.0, loudness_range=4.0, true_peak=-9.0)
+    assert gain_filters(EBU, levels, plan) == (("volume=7.00dB",), "linear")
+    assert gain_filters(EBU, levels, plan, correction=-0.4) == (("volume=6.60dB",), "linear")
+
+
+def test_gain_over_the_true_peak_is_limited_after_oversampling() -> None:
+    plan = plan_conversion(TARGETS["wav"], {"normalize": True}, CD, LIMITS)
+    levels = Levels(integrated=-23.0, threshold=-33.0, loudness_range=4.0, true_peak=-3.0)
+    filters, method = gain_filters(EBU, levels, plan)
+    assert method == "limited"
+    assert filters[0] == "volume=7.00dB" and filters[1] == "aresample=176400" and filters[-1] == "aresample=44100"
+    assert filters[2].startswith("alimiter=limit=0.84140:")  # -1.5 dB: the limit less the margin
+    assert "level=false" in filters[2] and "latency=true" in filters[2]
+
+
+def test_a_wide_loudness_range_goes_to_loudnorm_with_the_measured_values() -> None:
+    plan = plan_conversion(TARGETS["wav"], {"normalize": True}, CD, LIMITS)
+    levels = Levels(integrated=-20.0, threshold=-30.5, loudness_range=15.0, true_peak=-1.0)
+    (loudnorm,), method = gain_filters(EBU, levels, plan)
+    assert method == "dynamic"
+    assert loudnorm == ("loudnorm=I=-16.00:LRA=7.00:TP=-1.00:measured_I=-20.00:measured_LRA=15.00:"
+                        "measured_TP=-1.00:measured_thresh=-30.50:linear=false")
+    short = plan_conversion(TARGETS["wav"], {"normalize": True, "end": "00:00:02"}, CD, LIMITS)
+    assert gain_filters(EBU, levels, short)[1] == "limited"  # too short for loudnorm: range kept
+
+
+def test_rms_and_peak_gains() -> None:
+    plan = plan_conversion(TARGETS["wav"], {"normalize": True}, CD, LIMITS)
+    levels = Levels(peak=-6.0, rms=-20.0)
+    assert gain_filters(Normalization("peak", -1.0, -2.0, 7.0), levels, plan) == (("volume=5.00dB",), "linear")
+    assert gain_filters(Normalization("rms", -18.0, -2.0, 7.0), levels, plan) == (("volume=2.00dB",), "linear")
+    filters, method = gain_filters(Normalization("rms", -10.0, -2.0, 7.0), levels, plan)
+    assert method == "limited" and filters[0] == "volume=10.00dB"
+
+
+def test_silence_cannot_be_normalized() -> None:
+    plan = plan_conversion(TARGETS["wav"], {"normalize": True}, CD, LIMITS)
+    with pytest.raises(NotMeasurable):
+        gain_filters(EBU, Levels(integrated=-70.0, true_peak=None), plan)
+    with pytest.raises(NotMeasurable):
+        gain_filters(Normalization("peak", -1.0, -2.0, 7.0), Levels(peak=None, rms=None), plan)
+
+
+def test_meter_summaries_are_parsed() -> None:
+    log = """[Parsed_astats_1 @ 0x1] Overall
+[Parsed_astats_1 @ 0x1] Peak level dB: -3.250000
+[Parsed_astats_1 @ 0x1] RMS level dB: -18.500000
+[Parsed_ebur128_0 @ 0x2] Summary:
+
+  Integrated loudness:
+    I:         -19.2 LUFS
+    Threshold: -29.2 LUFS
+
+  Loudness range:
+    LRA:         6.1 LU
+    Threshold: -39.2 LUFS
+
+  True peak:
+    Peak:       -1.4 dBFS
+"""
+    assert parse_levels(log) == Levels(integrated=-19.2, threshold=-29.2, loudness_range=6.1, true_peak=-1.4,
+                                       peak=-3.25, rms=-18.5)
+    assert parse_levels("True peak:\n    Peak:       -inf dBFS\n").true_peak is None
+
+
+def test_speech_is_read_as_plain_text() -> None:
+    assert tts_args(Path("/s/t"), Path("/w/s.wav"), "de") == ["espeak-ng", "-v", "de", "-w", "/w/s.wav", "-f", "/s/t"]

@@ -10,7 +10,7 @@ import pytest
 import requests
 from api2convert import Api2Convert
 from api2convert.errors import AuthenticationError
-from conftest import LiveService, create_key, make_audio, probe, wait_for_job
+from conftest import LiveService, create_key, loudness, make_audio, probe, wait_for_job
 
 
 @pytest.fixture()
@@ -52,6 +52,29 @@ def test_sdk_reads_the_catalog(sdk: Api2Convert) -> None:
     options = sdk.options("flac")
     assert options["audio_bitdepth"]["enum"] == [16, 24]
     assert 96000 in options["frequency"]["enum"]
+
+
+def test_sdk_converts_with_normalization_options(sdk: Api2Convert, audio_dir: Path, tmp_path: Path) -> None:
+    varying = make_audio(audio_dir / "live-varying.wav", seconds=10.0, rate=44100,
+                         source="anoisesrc=color=pink:duration=10:amplitude=0.3:sample_rate=44100,"
+                                "volume='0.2+0.8*abs(sin(t))':eval=frame")
+    options = {"normalize": True, "normalize_type": "ebu", "frequency": 48000, "channels": "mono"}
+    saved = sdk.convert(str(varying), "mp3", options=options).save(tmp_path / "normalized.mp3")
+    measured = probe(saved)
+    assert (measured["sample_rate"], measured["channels"]) == ("48000", 1)
+    level = loudness(saved)
+    assert abs(level["integrated"] - (-23)) <= 1.0 and level["true_peak"] <= -2 + 0.5
+
+
+def test_sdk_creates_a_preset_and_converts_with_it(sdk: Api2Convert, wav_file: Path, tmp_path: Path) -> None:
+    preset = sdk.presets.create({"name": "voice memo", "target": "flac",
+                                 "options": {"frequency": 16000, "channels": "mono", "audio_bitdepth": 24}})
+    assert preset.scope == "private" and preset.id in [p.id for p in sdk.presets.list(target="flac")]
+    saved = sdk.convert(str(wav_file), "flac", options={"preset": preset.id}).save(tmp_path / "preset.flac")
+    measured = probe(saved)
+    assert (measured["sample_rate"], measured["channels"], measured["bits_per_raw_sample"]) == ("16000", 1, "24")
+    public = sdk.convert(str(wav_file), "wav", options={"preset": "telephone"}).save(tmp_path / "phone.wav")
+    assert (probe(public)["sample_rate"], probe(public)["channels"]) == ("8000", 1)
 
 
 def _ffmpeg_running_for(job_id: str) -> bool:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import format_tags, loudness, make_audio, packet_sizes, probe
+from conftest import format_tags, loudness, make_audio, packet_sizes, probe, run_worker
 from test_conversion import convert, download
 
 from jobs_api import catalog
@@ -292,3 +292,39 @@ def test_output_filename_names_the_download_never_a_path(client: Any, config: An
     response = client.get(output["uri"].replace("http://127.0.0.1:8000", ""))
     assert "My Song" in response.headers["Content-Disposition"] or "My%20Song" in response.headers[
         "Content-Disposition"]
+
+
+def test_preset_options_apply_first_and_the_conversion_wins(client: Any, config: Any, headers: dict[str, str],
+                                                            source: Path, tmp_path: Path) -> None:
+    preset = client.post("/v2/presets", json={"name": "low mono", "target": "mp3", "options": {
+        "frequency": 22050, "channels": "mono", "audio_bitrate": 64}}, headers=headers).get_json()
+    job = convert(client, config, headers, source, "mp3", {"preset": preset["id"], "channels": "stereo"})
+    measured = probe(download(client, job, tmp_path))
+    assert (measured["sample_rate"], measured["channels"]) == ("22050", 2)
+    job = convert(client, config, headers, source, "wav", {"preset": "telephone"})
+    measured = probe(download(client, job, tmp_path))
+    assert (measured["sample_rate"], measured["channels"], measured["codec_name"]) == ("8000", 1, "pcm_s16le")
+
+
+def test_a_preset_deleted_before_the_job_runs_fails_it_clearly(client: Any, config: Any, headers: dict[str, str],
+                                                               source: Path) -> None:
+    preset = client.post("/v2/presets", json={"name": "gone soon", "target": "mp3", "options": {}},
+                         headers=headers).get_json()
+    body = {"process": False, "conversion": [{"target": "mp3", "options": {"preset": preset["id"]}}]}
+    created = client.post("/v2/jobs", json=body, headers=headers).get_json()
+    client.delete(f"/v2/presets/{preset['id']}", headers=headers)
+    with source.open("rb") as handle:
+        client.post(f"/v2/dl/upload-file/{created['id']}", data={"file": (handle, source.name)},
+                    headers={"X-Oc-Token": created["token"]})
+    client.patch(f"/v2/jobs/{created['id']}", json={"process": True}, headers=headers)
+    run_worker(config)
+    job = client.get(f"/v2/jobs/{created['id']}", headers=headers).get_json()
+    assert job["status"]["code"] == "failed" and "no longer exists" in job["errors"][0]["message"]
+
+
+def test_a_bitrate_the_source_rate_cannot_hold_fails_the_job_clearly(client: Any, config: Any,
+                                                                     headers: dict[str, str], audio_dir: Path) -> None:
+    low = make_audio(audio_dir / "low-rate.wav", seconds=1.0, rate=8000)
+    job = convert(client, config, headers, low, "mp3", {"audio_bitrate": 320})  # the source picks 8000 Hz
+    assert job["status"]["code"] == "failed"
+    assert "320 kbit/s" in job["errors"][0]["message"] and "set frequency" in job["errors"][0]["message"]
