@@ -160,7 +160,11 @@ def normalized(client: Any, config: Any, headers: dict[str, str], path: Path, ta
                options: dict[str, Any], tmp_path: Path) -> tuple[dict[str, float], dict[str, Any]]:
     job = convert(client, config, headers, path, target, {"normalize": True, **options})
     assert job["status"]["code"] == "completed", job["errors"]
-    return loudness(download(client, job, tmp_path)), job["output"][0]["metadata"]["loudness"]
+    produced = download(client, job, tmp_path)
+    # loudnorm and the limiter work at higher rates; the file keeps the planned one.
+    rate = options.get("frequency") or min(int(probe(path)["sample_rate"]), 48000 if target == "mp3" else 10**6)
+    assert int(probe(produced)["sample_rate"]) == rate
+    return loudness(produced), job["output"][0]["metadata"]["loudness"]
 
 
 @pytest.mark.parametrize("fixture, target, options", [
@@ -267,6 +271,15 @@ def test_text_is_spoken_in_the_requested_language(language: str, client: Any, co
     assert measured["codec_name"] == "mp3" and measured["sample_rate"] == "22050"
     assert measured["duration"] > 1.0
     assert loudness(produced)["rms"] > -40  # speech, not silence
+
+
+def test_text_that_is_not_utf8_fails_clearly(client: Any, config: Any, headers: dict[str, str],
+                                              audio_dir: Path) -> None:
+    text = audio_dir / "latin1.txt"
+    text.write_bytes("Grüße aus Köln".encode("latin-1"))
+    job = convert(client, config, headers, text, "mp3")
+    assert job["status"]["code"] == "failed"
+    assert job["errors"][0]["code"] == 2008 and "UTF-8" in job["errors"][0]["message"]
 
 
 def test_every_language_of_the_catalog_has_an_espeak_voice(tmp_path: Path) -> None:

@@ -383,12 +383,13 @@ def _encode_normalized(
             break
         correction += miss
         filters, method = ffmpeg.gain_filters(norm, before, plan, correction)
-    return {
-        "type": norm.kind, "target": norm.level, "method": method, "encodes": attempt,
+    measured = {
         "integrated_lufs": after.integrated, "true_peak_dbtp": after.true_peak,
         "loudness_range_lu": after.loudness_range, "peak_dbfs": after.peak, "rms_dbfs": after.rms,
         "input_integrated_lufs": before.integrated, "input_peak_dbfs": before.peak, "input_rms_dbfs": before.rms,
     }
+    return {"type": norm.kind, "target": norm.level, "method": method, "encodes": attempt,
+            **{name: value for name, value in measured.items() if value is not None}}
 
 
 TEXT_TYPES = ("text/plain",)
