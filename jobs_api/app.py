@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 from jobs_api.config import Config
 from jobs_api.db import make_engine, make_sessionmaker
 from jobs_api.errors import ServiceError
+from jobs_api.resources.file_convert.routes import blp as file_convert_blp
 from jobs_api.resources.files.routes import blp as files_blp
 from jobs_api.resources.info.routes import blp as info_blp
 from jobs_api.resources.jobs.routes import blp as jobs_blp
@@ -22,7 +23,7 @@ from jobs_api.web import StreamingRequest, close_session
 log = logging.getLogger(__name__)
 
 MAX_JSON_BYTES = 16 * 1024 * 1024
-UPLOAD_ENDPOINTS = {"files.UploadFile", "files.UploadBase64"}
+UPLOAD_ENDPOINTS = ("files.UploadFile", "file_convert.FileConvert")
 
 
 def create_app(config: Config | None = None) -> Flask:
@@ -75,7 +76,7 @@ def register_api(app: Flask) -> None:
     description = "Self-hosted audio conversion jobs, wire-compatible with api2convert's v2 API."
     api = JobsApi(app, spec_kwargs={"info": {"description": description}})
     app.extensions["jobs_api"]["api"] = api
-    for blueprint in (jobs_blp, files_blp, info_blp, presets_blp):
+    for blueprint in (jobs_blp, files_blp, info_blp, presets_blp, file_convert_blp):
         api.register_blueprint(blueprint)
     # The old PHP SDK sends presets without the /v2 prefix: same views, left out of the docs.
     app.register_blueprint(presets_blp, url_prefix="/presets", name="presets_unversioned")
@@ -107,7 +108,7 @@ def register_request_hooks(app: Flask, config: Config) -> None:
     def limit_body() -> None:
         if request.endpoint == "files.UploadBase64":
             request.max_content_length = config.max_input_bytes * 4 // 3 + 1024 * 1024
-        elif request.endpoint != "files.UploadFile":
+        elif request.endpoint not in UPLOAD_ENDPOINTS:
             request.max_content_length = MAX_JSON_BYTES
 
     @app.teardown_request

@@ -15,8 +15,9 @@ from jobs_api.errors import RequestInvalid
 
 CATEGORY = "audio"
 
-# The seed table's frequency enum; each target keeps the part its encoder can produce.
-SEED_FREQUENCIES = (1000, 8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000, 96000)
+# The seed table's frequency enum plus the high rates File Conversion clients ask for;
+# each target keeps the part its encoder can produce.
+FREQUENCIES = (1000, 8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000, 176400, 192000)
 TIME_PATTERN = r"^\d\d:\d\d:\d\d(\.\d{1,3})?$"
 
 
@@ -124,7 +125,7 @@ class Target:
         return {option.name: option for option in _options_for(self)}
 
 
-ANY_RATE = tuple(sorted({*SEED_FREQUENCIES, 88200, 176400, 192000}))
+ANY_RATE = FREQUENCIES
 LAME_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 AAC_RATES = (7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
 OPUS_RATES = (48000,)  # Opus files always decode at 48 kHz; that is what ffprobe reports
@@ -219,7 +220,7 @@ CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 def _options_for(target: Target) -> list[Option]:
     codecs = target.codecs
-    rates = tuple(rate for rate in SEED_FREQUENCIES if any(rate in codec.sample_rates for codec in codecs))
+    rates = tuple(rate for rate in FREQUENCIES if any(rate in codec.sample_rates for codec in codecs))
     options = [
         Option("frequency", "integer", "Audio frequency (sample rate) in Hz. "
                "Default: the source's rate where the target can hold it.", enum=rates),
@@ -338,7 +339,7 @@ def _combination_problems(target: Target, options: dict[str, Any]) -> list[tuple
     problems = []
     rate = options.get("frequency")
     if rate is not None and rate not in codec.sample_rates:
-        allowed = ", ".join(str(r) for r in SEED_FREQUENCIES if r in codec.sample_rates)
+        allowed = ", ".join(str(r) for r in FREQUENCIES if r in codec.sample_rates)
         problems.append(("frequency", f"{what} cannot be encoded at {rate} Hz; allowed values: {allowed}"))
     bitrate = options.get("audio_bitrate")
     if bitrate is not None:

@@ -34,6 +34,8 @@ class Config:
     # Hosts or networks exempt from the private-address block (tests, intranets).
     outbound_allow: tuple[str, ...] = ()
     queue_name: str = "conversions"
+    # When set, callbacks carry X-Oc-Signature: hex HMAC-SHA256 of the body with this secret.
+    webhook_secret: str = ""
     # Limits. Audio decompresses up to ~1000-fold, so the decoded side is capped too.
     max_input_bytes: int = 512 * MiB
     max_duration_seconds: int = 4 * 3600
@@ -53,6 +55,7 @@ class Config:
             public_url=os.environ.get("PUBLIC_URL", defaults.public_url).rstrip("/"),
             outbound_allow=_env_list("OUTBOUND_ALLOW"),
             queue_name=os.environ.get("QUEUE_NAME", defaults.queue_name),
+            webhook_secret=os.environ.get("WEBHOOK_SECRET", defaults.webhook_secret),
             max_input_bytes=_env_int("MAX_INPUT_BYTES", defaults.max_input_bytes),
             max_duration_seconds=_env_int("MAX_DURATION_SECONDS", defaults.max_duration_seconds),
             max_output_bytes=_env_int("MAX_OUTPUT_BYTES", defaults.max_output_bytes),

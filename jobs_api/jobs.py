@@ -75,8 +75,9 @@ class JobService:
 
     # Creating and changing -----------------------------------------------------------
 
-    def create(self, key_id: str, body: dict[str, Any]) -> Job:
+    def create(self, key_id: str, body: dict[str, Any], dialect: str = "v2") -> Job:
         job = Job(
+            dialect=dialect,
             api_key_id=key_id,
             token=new_token(),
             status=JobStatus.INCOMPLETE.value,

@@ -73,6 +73,8 @@ class Job(Base):
     fail_on_conversion_error: Mapped[bool] = mapped_column(Boolean, default=True)
     callback: Mapped[str | None] = mapped_column(Text)
     notify_status: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Which wire dialect created the job: its callbacks are shaped after it.
+    dialect: Mapped[str] = mapped_column(String(20), default="v2", server_default="v2")
     errors: Mapped[list[Any]] = mapped_column(default=list)
     warnings: Mapped[list[Any]] = mapped_column(default=list)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -60,9 +60,9 @@ def _header(names: tuple[str, ...]) -> str | None:
     return None
 
 
-def api_key_id() -> str:
-    """The calling key's id; 401 unless a valid, unrevoked key was sent."""
-    key = _header(KEY_HEADERS)
+def api_key_id(key: str | None = None) -> str:
+    """The calling key's id (from the key headers unless given); 401 unless it is valid and unrevoked."""
+    key = key if key is not None else _header(KEY_HEADERS)
     if not key:
         raise NotAuthenticated()
     row = session().scalar(select(ApiKey).where(ApiKey.key_hash == hash_secret(key)))

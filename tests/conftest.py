@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> Config:
         # The suite's own HTTP servers run on loopback; nothing else is let through.
         outbound_allow=("127.0.0.1",),
         queue_name="test-conversions",
+        webhook_secret="test-webhook-secret",
         max_input_bytes=64 * 1024 * 1024,
         max_output_bytes=256 * 1024 * 1024,
         max_duration_seconds=3 * 3600,
@@ -75,12 +76,47 @@ def service_env(settings: Config) -> dict[str, str]:
         "PUBLIC_URL": settings.public_url,
         "OUTBOUND_ALLOW": ",".join(settings.outbound_allow),
         "QUEUE_NAME": settings.queue_name,
+        "WEBHOOK_SECRET": settings.webhook_secret,
         "MAX_INPUT_BYTES": str(settings.max_input_bytes),
         "MAX_OUTPUT_BYTES": str(settings.max_output_bytes),
         "MAX_DURATION_SECONDS": str(settings.max_duration_seconds),
         "FFMPEG_TIMEOUT_SECONDS": str(settings.ffmpeg_timeout_seconds),
         "DOWNLOAD_TIMEOUT_SECONDS": str(settings.download_timeout_seconds),
     }
+
+
+class Receiver:
+    """A real local HTTP server that records every POST it gets: (headers, raw body)."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        received = self.received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                received.append((dict(self.headers), self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait(self, count: int = 1, seconds: float = 60) -> list[tuple[dict[str, str], bytes]]:
+        deadline = time.monotonic() + seconds
+        while len(self.received) < count and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return self.received
+
+
+@pytest.fixture()
+def receiver() -> Iterator[Receiver]:
+    hook = Receiver()
+    yield hook
+    hook.server.shutdown()
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,8 @@
 """RQ tasks. They take a job id, reload the job, and own every later change of it."""
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import time
@@ -12,7 +14,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from jobs_api import catalog, outbound
+from jobs_api import catalog, file_conversion, outbound
 from jobs_api.config import Config
 from jobs_api.db import make_engine, make_sessionmaker
 from jobs_api.errors import RequestInvalid
@@ -455,17 +457,22 @@ def _notify(ctx: Context, job_id: str) -> None:
 
 
 def deliver_callback(job_id: str) -> int | None:
-    """POST the Job JSON to its callback URL once, through the outbound guard."""
+    """POST the job, shaped after its dialect and signed when a secret is set, to its callback
+    URL once, through the outbound guard."""
     ctx = context()
     with ctx.sessions() as session:
         job = session.get(Job, job_id)
         if job is None or not job.callback:
             return None
-        body = json.dumps(job_json(job, ctx.config)).encode("utf-8")
+        shape = file_conversion.webhook_body if job.dialect == file_conversion.DIALECT else job_json
+        body = json.dumps(shape(job, ctx.config)).encode("utf-8")
         url = job.callback
+    headers = {"Content-Type": "application/json"}
+    if ctx.config.webhook_secret:
+        headers["X-Oc-Signature"] = hmac.new(ctx.config.webhook_secret.encode(), body, hashlib.sha256).hexdigest()
     try:
         return outbound.post(
-            url, body, {"Content-Type": "application/json"},
+            url, body, headers,
             allow=outbound.Allowance.parse(ctx.config.outbound_allow), timeout=CALLBACK_TIMEOUT,
         )
     except (outbound.OutboundRefused, outbound.OutboundFailed) as exc:

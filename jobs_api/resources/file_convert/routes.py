@@ -1,0 +1,171 @@
+"""The File Conversion dialect: `POST /api/public/v1/file_convert` and `GET .../byId`.
+
+Same jobs, queue, worker and limits as `/v2`; only the wire shapes differ, errors included:
+`{"success": false, "error": ...}`.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from flask import request
+from flask.views import MethodView
+from marshmallow import Schema, fields
+from sqlalchemy import select
+from werkzeug.exceptions import HTTPException
+
+from jobs_api import file_conversion
+from jobs_api.errors import NotFound, RequestInvalid, ServiceError
+from jobs_api.models import Conversion, Job, JobStatus
+from jobs_api.web import Blueprint, api_key_id, config, service, session
+from workers import ffmpeg, runner
+
+log = logging.getLogger(__name__)
+
+PROBE_SECONDS = 30
+
+blp = Blueprint("file_convert", __name__, url_prefix="/api/public/v1",
+                description="File Conversion (MusicGPT-compatible): one multipart call, a webhook when done")
+
+FORM_BODY = {
+    "required": True,
+    "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": ["target_format"],
+        "properties": {
+            "audio_url": {"type": "string", "description": "URL of the audio; exactly one of audio_url, audio_file"},
+            "audio_file": {"type": "string", "format": "binary"},
+            "target_format": {"type": "string", "enum": list(file_conversion.FORMATS)},
+            "target_sr": {"type": "integer", "enum": list(file_conversion.RATES),
+                          "description": "Default: the source's rate where the format can hold it"},
+            "target_bit_depth": {"type": "integer", "enum": list(file_conversion.DEPTHS), "description":
+                                 "Default 16 for wav and flac; ignored (with a warning) for lossy formats"},
+            "webhook_url": {"type": "string", "description": "POSTed the result when the conversion is finished"},
+        },
+    }}},
+}
+
+
+class FileConversionStarted(Schema):
+    success = fields.Boolean()
+    task_id = fields.String()
+    conversion_id = fields.String()
+    status = fields.String()
+    message = fields.String()
+
+
+class ByIdQuery(Schema):
+    conversionType = fields.String(required=True, metadata={"description": "FILE_CONVERT"})  # noqa: N815
+    task_id = fields.String()
+    conversion_id = fields.String()
+
+
+class FileConversionStatus(Schema):
+    task_id = fields.String()
+    conversion_id = fields.String()
+    conversion_type = fields.String()
+    status = fields.String(metadata={"description": "IN_QUEUE, PROCESSING, COMPLETED or FAILED"})
+    status_msg = fields.String()
+    audio_url = fields.String(allow_none=True)
+    createdAt = fields.String()  # noqa: N815
+    updatedAt = fields.String()  # noqa: N815
+
+
+class FileConversionOut(Schema):
+    success = fields.Boolean()
+    conversion = fields.Nested(FileConversionStatus)
+
+
+def _require_audio(path: Path) -> None:
+    """This dialect refuses an unreadable upload at once (400), where /v2 fails the job later."""
+    try:
+        ffmpeg.parse_probe(runner.run(ffmpeg.probe_args(path), deadline_seconds=PROBE_SECONDS))
+    except (runner.ProcessFailed, ffmpeg.NotAudio):
+        raise file_conversion.FieldInvalid(
+            "audio_file", "not an audio file in a supported format (or it is damaged)") from None
+
+
+def _caller() -> str:
+    """The key from Authorization, raw or as a Bearer token."""
+    value = request.headers.get("Authorization", "").strip()
+    scheme, _, token = value.partition(" ")
+    return api_key_id(token.strip() if scheme.lower() == "bearer" and token else value)
+
+
+@blp.route("/file_convert")
+class FileConvert(MethodView):
+    @blp.doc(requestBody=FORM_BODY)
+    @blp.response(200, FileConversionStarted)
+    def post(self) -> Any:
+        """Convert an audio URL or upload; the answer carries task_id and conversion_id at once"""
+        key_id = _caller()  # before the body is read
+        upload = request.files.get("audio_file")
+        has_file = upload is not None and bool(upload.filename or upload.content_length)
+        body = file_conversion.job_body(request.form.to_dict(), has_file)
+        jobs = service()
+        if upload is not None and has_file:
+            upload.stream.close()
+            path = Path(upload.stream.name)  # type: ignore[union-attr]
+            if path.stat().st_size == 0:
+                raise file_conversion.FieldInvalid("audio_file", "the file is empty")
+            _require_audio(path)
+            job = jobs.create(key_id, body, dialect=file_conversion.DIALECT)
+            jobs.accept_file(job, path, upload.filename, upload.content_type)
+        else:
+            job = jobs.create(key_id, body, dialect=file_conversion.DIALECT)
+        return {"success": True, "task_id": job.id, "conversion_id": job.conversions[0].id,
+                "status": file_conversion.STATUS[JobStatus(job.status)], "message": "Conversion started."}
+
+
+@blp.route("/byId")
+class ById(MethodView):
+    @blp.arguments(ByIdQuery, location="query")
+    @blp.response(200, FileConversionOut)
+    def get(self, query: dict[str, Any]) -> Any:
+        """The status of a File Conversion by task_id or conversion_id"""
+        key_id = _caller()
+        if query["conversionType"] != "FILE_CONVERT":
+            raise file_conversion.FieldInvalid("conversionType", "must be FILE_CONVERT")
+        if query.get("task_id"):
+            job = session().get(Job, query["task_id"])
+        elif query.get("conversion_id"):
+            job = session().scalar(select(Job).join(Conversion).where(Conversion.id == query["conversion_id"]))
+        else:
+            raise file_conversion.FieldInvalid("task_id", "send task_id or conversion_id")
+        if job is None or job.api_key_id != key_id or job.dialect != file_conversion.DIALECT:
+            raise NotFound("Conversion not found.")
+        return {"success": True, "conversion": file_conversion.conversion_json(job, config())}
+
+
+# This dialect's error shape, for every error raised under its prefix.
+
+@blp.errorhandler(ServiceError)
+def service_error(error: ServiceError) -> Any:
+    message = error.message
+    if isinstance(error, RequestInvalid) and error.errors and not isinstance(error, file_conversion.FieldInvalid):
+        field, messages = next(iter(error.errors.items()))
+        message = f"{_form_field(field)}: {messages[0]}"
+    return {"success": False, "error": message}, error.status
+
+
+@blp.errorhandler(HTTPException)
+def http_error(error: HTTPException) -> Any:
+    code = error.code or 500
+    message = error.description if code < 500 else "Internal server error"
+    return {"success": False, "error": message or error.name}, code
+
+
+@blp.errorhandler(Exception)
+def unexpected(error: Exception) -> Any:
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return {"success": False, "error": "Internal server error"}, 500
+
+
+def _form_field(path: str) -> str:
+    """Name a `/v2` field path (from the job layer) as the form field it came from."""
+    for prefix, name in (("conversion.0.options.frequency", "target_sr"),
+                         ("conversion.0.options.audio_bitdepth", "target_bit_depth"),
+                         ("input.0.source", "audio_url"), ("callback", "webhook_url")):
+        if path.startswith(prefix):
+            return name
+    return path
