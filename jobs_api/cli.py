@@ -45,7 +45,9 @@ def worker(config: Config, burst: bool) -> None:
     from workers.queue import queue_for, redis_for
 
     queue = queue_for(config)
-    Worker([queue], connection=redis_for(config.redis_url), serializer=JSONSerializer).work(burst=burst)
+    # with_scheduler: callback retries are scheduled jobs (enqueue_in), never a sleeping worker.
+    Worker([queue], connection=redis_for(config.redis_url), serializer=JSONSerializer).work(
+        burst=burst, with_scheduler=True)
 
 
 def keys(config: Config, args: argparse.Namespace) -> int:

@@ -36,6 +36,8 @@ class Config:
     queue_name: str = "conversions"
     # When set, callbacks carry X-Oc-Signature: hex HMAC-SHA256 of the body with this secret.
     webhook_secret: str = ""
+    # Seconds before each retry of a callback that timed out or got a 5xx (10 retries).
+    callback_retry_delays: tuple[int, ...] = (10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
     # Limits. Audio decompresses up to ~1000-fold, so the decoded side is capped too.
     max_input_bytes: int = 512 * MiB
     max_duration_seconds: int = 4 * 3600
@@ -56,6 +58,8 @@ class Config:
             outbound_allow=_env_list("OUTBOUND_ALLOW"),
             queue_name=os.environ.get("QUEUE_NAME", defaults.queue_name),
             webhook_secret=os.environ.get("WEBHOOK_SECRET", defaults.webhook_secret),
+            callback_retry_delays=tuple(int(value) for value in _env_list("CALLBACK_RETRY_DELAYS"))
+            or defaults.callback_retry_delays,
             max_input_bytes=_env_int("MAX_INPUT_BYTES", defaults.max_input_bytes),
             max_duration_seconds=_env_int("MAX_DURATION_SECONDS", defaults.max_duration_seconds),
             max_output_bytes=_env_int("MAX_OUTPUT_BYTES", defaults.max_output_bytes),

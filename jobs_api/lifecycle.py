@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from jobs_api.models import STATUS_INFO, Job, JobEvent, JobStatus, utcnow
@@ -30,3 +30,9 @@ def transition(
 
 def record_initial(session: Session, job: Job) -> None:
     session.add(JobEvent(job_id=job.id, status=job.status, info=job.status_info))
+
+
+def record_note(session: Session, job_id: str, info: str) -> None:
+    """A history entry that is not a change of status (a callback attempt); the caller commits."""
+    status = session.scalar(select(Job.status).where(Job.id == job_id))
+    session.add(JobEvent(job_id=job_id, status=status, info=info))

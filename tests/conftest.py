@@ -48,6 +48,7 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> Config:
         outbound_allow=("127.0.0.1",),
         queue_name="test-conversions",
         webhook_secret="test-webhook-secret",
+        callback_retry_delays=(1,) * 10,
         max_input_bytes=64 * 1024 * 1024,
         max_output_bytes=256 * 1024 * 1024,
         max_duration_seconds=3 * 3600,
@@ -77,6 +78,7 @@ def service_env(settings: Config) -> dict[str, str]:
         "OUTBOUND_ALLOW": ",".join(settings.outbound_allow),
         "QUEUE_NAME": settings.queue_name,
         "WEBHOOK_SECRET": settings.webhook_secret,
+        "CALLBACK_RETRY_DELAYS": ",".join(str(delay) for delay in settings.callback_retry_delays),
         "MAX_INPUT_BYTES": str(settings.max_input_bytes),
         "MAX_OUTPUT_BYTES": str(settings.max_output_bytes),
         "MAX_DURATION_SECONDS": str(settings.max_duration_seconds),
@@ -86,16 +88,19 @@ def service_env(settings: Config) -> dict[str, str]:
 
 
 class Receiver:
-    """A real local HTTP server that records every POST it gets: (headers, raw body)."""
+    """A real local HTTP server that records every POST it gets: (headers, raw body).
 
-    def __init__(self) -> None:
+    It answers with `statuses` in turn (then 200)."""
+
+    def __init__(self, statuses: tuple[int, ...] = ()) -> None:
         self.received: list[tuple[dict[str, str], bytes]] = []
-        received = self.received
+        received, answers = self.received, list(statuses)
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802
                 received.append((dict(self.headers), self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(200)
+                self.send_response(answers.pop(0) if answers else 200)
+                self.send_header("Content-Length", "0")
                 self.end_headers()
 
             def log_message(self, *_args: Any) -> None:

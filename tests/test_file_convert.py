@@ -145,3 +145,19 @@ def test_by_id_of_another_key_or_kind_is_404(client: Any, config: Any, api_key: 
     assert mine["conversion"]["status"] in ("IN_QUEUE", "PROCESSING", "FAILED")
     wrong_kind = url.replace("FILE_CONVERT", "TEXT_TO_SPEECH")
     assert client.get(wrong_kind, headers={"Authorization": api_key}).status_code == 400
+
+
+def test_the_webhook_is_retried_like_v2_callbacks(live: LiveService, audio_dir: Path) -> None:
+    receiver = Receiver(statuses=(503,))
+    try:
+        key = create_key(live.settings, "musicgpt-retry")
+        source = make_audio(audio_dir / "fc-retry.wav", seconds=1.0)
+        with source.open("rb") as handle:
+            requests.post(f"{live.url}{ENDPOINT}", headers={"Authorization": key},
+                          data={"target_format": "mp3", "webhook_url": receiver.url},
+                          files={"audio_file": handle}, timeout=30)
+        received = receiver.wait(2, seconds=30)
+        assert len(received) == 2 and received[0][1] == received[1][1]
+        assert json.loads(received[1][1])["status"] == "COMPLETED"
+    finally:
+        receiver.server.shutdown()

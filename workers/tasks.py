@@ -19,19 +19,20 @@ from jobs_api.config import Config
 from jobs_api.db import make_engine, make_sessionmaker
 from jobs_api.errors import RequestInvalid
 from jobs_api.jobs import display_name
-from jobs_api.lifecycle import transition
+from jobs_api.lifecycle import record_note, transition
 from jobs_api.models import Conversion, InputFile, Job, JobStatus, OutputFile
 from jobs_api.presets import PresetService
 from jobs_api.representation import job_json
 from jobs_api.storage import Storage, remove_quietly, sha256_file
 from workers import ffmpeg, runner
-from workers.queue import enqueue
+from workers.queue import enqueue, enqueue_in
 
 log = logging.getLogger(__name__)
 
 PROBE_SECONDS = 30
 PROGRESS_EVERY = 0.25
 CANCEL_CHECK_EVERY = 0.25
+FIRST_CALLBACK_TIMEOUT = 3.0
 CALLBACK_TIMEOUT = 10.0
 
 
@@ -456,9 +457,12 @@ def _notify(ctx: Context, job_id: str) -> None:
     enqueue(ctx.config, "workers.tasks.deliver_callback", job_id)
 
 
-def deliver_callback(job_id: str) -> int | None:
-    """POST the job, shaped after its dialect and signed when a secret is set, to its callback
-    URL once, through the outbound guard."""
+def deliver_callback(job_id: str, attempt: int = 1) -> int | None:
+    """POST the job, shaped after its dialect and signed when a secret is set, to its callback.
+
+    Each attempt re-checks the URL with the outbound guard and is written to the job's
+    history. A time-out or 5xx is retried later from the queue; a 4xx or a refused URL is final.
+    """
     ctx = context()
     with ctx.sessions() as session:
         job = session.get(Job, job_id)
@@ -470,11 +474,23 @@ def deliver_callback(job_id: str) -> int | None:
     headers = {"Content-Type": "application/json"}
     if ctx.config.webhook_secret:
         headers["X-Oc-Signature"] = hmac.new(ctx.config.webhook_secret.encode(), body, hashlib.sha256).hexdigest()
+    status: int | None = None
+    retry = False
     try:
-        return outbound.post(
-            url, body, headers,
-            allow=outbound.Allowance.parse(ctx.config.outbound_allow), timeout=CALLBACK_TIMEOUT,
+        status = outbound.post(
+            url, body, headers, allow=outbound.Allowance.parse(ctx.config.outbound_allow),
+            timeout=FIRST_CALLBACK_TIMEOUT if attempt == 1 else CALLBACK_TIMEOUT,
         )
-    except (outbound.OutboundRefused, outbound.OutboundFailed) as exc:
-        log.info("callback for job %s not delivered: %s", job_id, exc)
-        return None
+        outcome, retry = f"answered {status}", status >= 500
+    except outbound.OutboundRefused as exc:
+        outcome = f"not sent: {exc}"
+    except outbound.OutboundFailed as exc:
+        outcome, retry = f"failed: {exc}", True
+    delays = ctx.config.callback_retry_delays
+    if retry and attempt <= len(delays):
+        outcome += f"; retry in {delays[attempt - 1]} s"
+        enqueue_in(ctx.config, delays[attempt - 1], "workers.tasks.deliver_callback", job_id, attempt + 1)
+    with ctx.sessions() as session:
+        record_note(session, job_id, f"callback attempt {attempt}: {outcome}")
+        session.commit()
+    return status
