@@ -214,7 +214,13 @@ TAGS = {
 }
 TAG_MAX_LENGTH = 1000
 NORMALIZE_TYPES = ("ebu", "rms", "peak")
-_LAYOUTS = {1: "mono", 2: "stereo"}
+# Defaults of the options the worker reads when they are unset: the catalog serves them,
+# the command builder applies them.
+DEFAULTS: dict[str, Any] = {
+    "normalize_type": "ebu", "normalize_target_level": -23, "normalize_target_level_ebu": -23,
+    "normalize_loudness_range_target_ebu": 7, "normalize_true_peak_ebu": -2, "language_tts": "en-US",
+}
+CHANNELS = {"mono": 1, "stereo": 2}  # the channels option's values, as channel counts
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
@@ -238,20 +244,23 @@ def _options_for(target: Target) -> list[Option]:
                "R128 by default).", default=False),
         Option("normalize_type", "string", "ebu: EBU R128 loudness (two passes, linear gain "
                "where the true-peak limit allows); rms or peak: bring the RMS or sample-peak "
-               "level to normalize_target_level.", enum=NORMALIZE_TYPES, default="ebu"),
+               "level to normalize_target_level.", enum=NORMALIZE_TYPES, default=DEFAULTS["normalize_type"]),
         Option("normalize_target_level", "integer", "Target level in dBFS for rms and peak. "
-               "Ignored when normalize_type is ebu.", minimum=-99, maximum=0, default=-23),
+               "Ignored when normalize_type is ebu.", minimum=-99, maximum=0,
+               default=DEFAULTS["normalize_target_level"]),
         Option("normalize_target_level_ebu", "number", "Integrated loudness target in LUFS. "
-               "Ignored if normalize_type is not ebu.", minimum=-70, maximum=-5, default=-23),
+               "Ignored if normalize_type is not ebu.", minimum=-70, maximum=-5,
+               default=DEFAULTS["normalize_target_level_ebu"]),
         Option("normalize_loudness_range_target_ebu", "number", "Loudness range target in LU; "
                "a wider source is compressed toward it (loudnorm's dynamic mode, sources of 3 s "
                "or more). Ignored if normalize_type is not ebu.",
-               minimum=1, maximum=50, default=7),
+               minimum=1, maximum=50, default=DEFAULTS["normalize_loudness_range_target_ebu"]),
         Option("normalize_true_peak_ebu", "number", "Maximum true peak in dBTP. Ignored if "
-               "normalize_type is not ebu.", minimum=-9, maximum=0, default=-2),
+               "normalize_type is not ebu.", minimum=-9, maximum=0, default=DEFAULTS["normalize_true_peak_ebu"]),
         Option("language_tts", "string", "Language of the speaker when the input is plain "
                "text (.txt). Spoken by espeak-ng; these use the nearest voice of the same "
-               f"language: {', '.join(TTS_APPROXIMATE)}.", enum=tuple(TTS_VOICES), default="en-US"),
+               f"language: {', '.join(TTS_APPROXIMATE)}.", enum=tuple(TTS_VOICES),
+               default=DEFAULTS["language_tts"]),
     ]
     if target.lossless:
         options.append(Option("audio_bitdepth", "integer", "Bit depth of the samples. "
@@ -344,10 +353,10 @@ def _combination_problems(target: Target, options: dict[str, Any]) -> list[tuple
     bitrate = options.get("audio_bitrate")
     if bitrate is not None:
         # Without a frequency or channels the source decides; the worker checks again then.
-        channels = {"mono": 1, "stereo": 2}.get(options.get("channels") or "", 2)
+        channels = CHANNELS.get(options.get("channels") or "", 2)
         fitting = codec.bitrates_for(rate, channels) if rate in codec.sample_rates else codec.bitrates
         if bitrate not in fitting:
-            at = f" at {rate} Hz {_LAYOUTS[channels]}" if rate in codec.sample_rates else ""
+            at = f" at {rate} Hz {options.get('channels') or 'stereo'}" if rate in codec.sample_rates else ""
             allowed = ", ".join(str(b) for b in fitting) or "none (this codec has no bitrate setting)"
             problems.append(("audio_bitrate",
                              f"{what}{at} cannot be encoded at {bitrate} kbit/s; allowed values: {allowed}"))
@@ -392,7 +401,7 @@ def ignored_options(target: Target, options: dict[str, Any], metadata: dict[str,
     if normalize_options and not options.get("normalize"):
         notes.append(f"{', '.join(normalize_options)} ignored: normalize is not true.")
     elif options.get("normalize"):
-        kind = options.get("normalize_type", "ebu")
+        kind = options.get("normalize_type", DEFAULTS["normalize_type"])
         unused = [name for name in normalize_options
                   if name != "normalize_type" and name.endswith("_ebu") != (kind == "ebu")]
         if unused:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from jobs_api.catalog import TAGS, Codec, Target, parse_time
+from jobs_api.catalog import CHANNELS, DEFAULTS, TAGS, Codec, Target, parse_time
 
 # Demuxers we accept. Everything else (HLS playlists, concat lists, images, ...) is
 # refused at probe time, whatever the file is called; this is what stops a playlist
@@ -131,7 +131,7 @@ def plan_conversion(target: Target, options: dict[str, Any], source: SourceInfo,
     """Every choice of the conversion, from validated options and the probed source."""
     codec = target.codec_named(options.get("audio_codec"))
     rate = options.get("frequency") or _nearest_rate(source.sample_rate, codec.sample_rates, limits)
-    channels = {"mono": 1, "stereo": 2}.get(options.get("channels") or "") or min(
+    channels = CHANNELS.get(options.get("channels") or "") or min(
         source.channels, codec.max_channels, limits.max_channels
     )
     encoder, sample_fmt, depth = codec.encoder, None, None
@@ -183,25 +183,26 @@ def with_tags(plan: Plan, metadata: dict[str, Any]) -> Plan:
 def _normalization(options: dict[str, Any]) -> Normalization | None:
     if not options.get("normalize"):
         return None
-    kind = options.get("normalize_type") or "ebu"
-    level = options.get("normalize_target_level_ebu", -23) if kind == "ebu" else options.get(
-        "normalize_target_level", -23)
+    settings = {**DEFAULTS, **{name: value for name, value in options.items() if value is not None}}
+    kind = settings["normalize_type"]
+    level = settings["normalize_target_level_ebu" if kind == "ebu" else "normalize_target_level"]
     return Normalization(
         kind=kind, level=float(level),
-        true_peak=float(options.get("normalize_true_peak_ebu", -2)),
-        loudness_range=float(options.get("normalize_loudness_range_target_ebu", 7)),
+        true_peak=float(settings["normalize_true_peak_ebu"]),
+        loudness_range=float(settings["normalize_loudness_range_target_ebu"]),
     )
 
 
-def _source_args(source: Path, plan: Plan) -> list[str]:
+def _source_args(source: Path, start: float | None) -> list[str]:
     args = [*INPUT_GUARD]
-    if plan.start:
-        args += ["-ss", _seconds(plan.start)]
+    if start:
+        args += ["-ss", _seconds(start)]
     return [*args, "-i", f"file:{source}", "-map", "0:a:0", "-vn", "-sn", "-dn"]
 
 
 def _layout(channels: int) -> str:
-    return {1: "mono", 2: "stereo"}.get(channels, f"{channels}c")
+    names = {count: name for name, count in CHANNELS.items()}
+    return names.get(channels, f"{channels}c")
 
 
 def _shape(plan: Plan) -> str:
@@ -210,7 +211,7 @@ def _shape(plan: Plan) -> str:
 
 
 def convert_args(source: Path, output: Path, plan: Plan, limits: Limits) -> list[str]:
-    args = ["ffmpeg", *COMMON, "-nostdin", "-nostats", *_source_args(source, plan)]
+    args = ["ffmpeg", *COMMON, "-nostdin", "-nostats", *_source_args(source, plan.start)]
     if plan.filters:
         args += ["-af", ",".join((_shape(plan), *plan.filters))]
     args += ["-c:a", plan.codec]
@@ -240,12 +241,12 @@ METERS = {
 def measure_args(source: Path, plan: Plan | None = None, meters: tuple[str, ...] = ("ebu", "levels")) -> list[str]:
     """Decode (the planned part of) `source` through the meters; they report on stderr."""
     args = ["ffmpeg", "-hide_banner", "-loglevel", "info", "-nostdin", "-nostats"]
-    if plan is None:
-        args += [*INPUT_GUARD, "-i", f"file:{source}", "-map", "0:a:0", "-af", ",".join(METERS[m] for m in meters)]
-    else:
-        args += [*_source_args(source, plan), "-t", _seconds(plan.duration)]
-        args += ["-af", ",".join((_shape(plan), *(METERS[m] for m in meters)))]
-    return [*args, "-f", "null", "-"]
+    args += _source_args(source, plan.start if plan else None)
+    chain = [METERS[m] for m in meters]
+    if plan is not None:
+        args += ["-t", _seconds(plan.duration)]
+        chain.insert(0, _shape(plan))
+    return [*args, "-af", ",".join(chain), "-f", "null", "-"]
 
 
 def parse_levels(log: str) -> Levels:

@@ -412,7 +412,7 @@ def _speak(ctx: Context, text: Path, options: dict[str, Any], wav: Path, progres
         text.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
         raise JobProblem(Code.TEXT_INVALID, "The text input is not UTF-8 plain text.") from exc
-    voice = catalog.TTS_VOICES[options.get("language_tts") or "en-US"]
+    voice = catalog.TTS_VOICES[options.get("language_tts") or catalog.DEFAULTS["language_tts"]]
     try:
         runner.run(ffmpeg.tts_args(text, wav, voice), deadline_seconds=ctx.config.ffmpeg_timeout_seconds,
                    should_stop=progress.should_stop)
