@@ -17,6 +17,7 @@ from jobs_api.resources.files.routes import blp as files_blp
 from jobs_api.resources.info.routes import blp as info_blp
 from jobs_api.resources.jobs.routes import blp as jobs_blp
 from jobs_api.resources.presets.routes import blp as presets_blp
+from jobs_api.resources.usage.routes import blp as usage_blp
 from jobs_api.storage import Storage
 from jobs_api.web import StreamingRequest, close_session
 
@@ -76,7 +77,7 @@ def register_api(app: Flask) -> None:
     description = "Self-hosted audio conversion jobs, wire-compatible with api2convert's v2 API."
     api = JobsApi(app, spec_kwargs={"info": {"description": description}})
     app.extensions["jobs_api"]["api"] = api
-    for blueprint in (jobs_blp, files_blp, info_blp, presets_blp, file_convert_blp):
+    for blueprint in (jobs_blp, files_blp, info_blp, presets_blp, usage_blp, file_convert_blp):
         api.register_blueprint(blueprint)
     # The old PHP SDK sends presets without the /v2 prefix: same views, left out of the docs.
     app.register_blueprint(presets_blp, url_prefix="/presets", name="presets_unversioned")
@@ -89,7 +90,7 @@ def error_body(message: str, code: int, errors: dict[str, list[str]] | None = No
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ServiceError)
     def service_error(error: ServiceError) -> Any:
-        return error_body(error.message, error.status, error.errors), error.status
+        return error_body(error.message, error.status, error.errors), error.status, error.headers
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Any:

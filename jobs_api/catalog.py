@@ -219,6 +219,7 @@ NORMALIZE_TYPES = ("ebu", "rms", "peak")
 DEFAULTS: dict[str, Any] = {
     "normalize_type": "ebu", "normalize_target_level": -23, "normalize_target_level_ebu": -23,
     "normalize_loudness_range_target_ebu": 7, "normalize_true_peak_ebu": -2, "language_tts": "en-US",
+    "allow_multiple_outputs_threshold": 400,
 }
 CHANNELS = {"mono": 1, "stereo": 2}  # the channels option's values, as channel counts
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
@@ -240,6 +241,16 @@ def _options_for(target: Target) -> list[Option]:
                "extension; the server adds it.", pattern=r"^[\w\W]{0,255}$"),
         Option("preset", "string", "Id of a preset (GET /v2/presets). Its options apply "
                "first; the conversion's own options win.", pattern=r"^[\w\W]{1,255}$"),
+        Option("download_password", "string", "A password that protects this conversion's "
+               "downloads; send it in X-Oc-Download-Password, X-Api2convert-Download-Password or "
+               "the cookie x-oc-download-password (comma-separated candidates). Stored hashed, "
+               "never returned.", pattern=r"^[ -~]{1,1000}$"),
+        Option("allow_multiple_outputs", "boolean", "When the conversion makes several files "
+               "(several inputs, or an input with several audio streams): one download each "
+               "instead of one zip.", default=False),
+        Option("allow_multiple_outputs_threshold", "integer", "With allow_multiple_outputs: "
+               "more files than this are still packed into one zip.", minimum=2, maximum=400,
+               default=DEFAULTS["allow_multiple_outputs_threshold"]),
         Option("normalize", "boolean", "Normalize the audio volume (normalize_type, EBU "
                "R128 by default).", default=False),
         Option("normalize_type", "string", "ebu: EBU R128 loudness (two passes, linear gain "
@@ -406,6 +417,8 @@ def ignored_options(target: Target, options: dict[str, Any], metadata: dict[str,
                   if name != "normalize_type" and name.endswith("_ebu") != (kind == "ebu")]
         if unused:
             notes.append(f"{', '.join(unused)} ignored for normalize_type {kind}.")
+    if options.get("allow_multiple_outputs_threshold") is not None and not options.get("allow_multiple_outputs"):
+        notes.append("allow_multiple_outputs_threshold ignored: allow_multiple_outputs is not true.")
     if any(name != "clear_all" for name in metadata) and not target.tags:
         notes.append(f"metadata ignored: the {target.name} container cannot hold tags.")
     return notes

@@ -42,10 +42,12 @@ def worker(config: Config, burst: bool) -> None:
     from rq import Worker
     from rq.serializers import JSONSerializer
 
+    from workers import sweeper
     from workers.queue import queue_for, redis_for
 
     queue = queue_for(config)
-    # with_scheduler: callback retries are scheduled jobs (enqueue_in), never a sleeping worker.
+    sweeper.schedule(config, after=0)  # unless a sweep is scheduled already
+    # with_scheduler: callback retries and sweeps are scheduled jobs (enqueue_in), never a sleeping worker.
     Worker([queue], connection=redis_for(config.redis_url), serializer=JSONSerializer).work(
         burst=burst, with_scheduler=True)
 

@@ -46,6 +46,15 @@ class Config:
     download_timeout_seconds: int = 300
     max_channels: int = 8
     max_sample_rate: int = 192_000
+    # Delivery: outputs are deleted this long after they are made (status "expired").
+    output_ttl_seconds: int = 24 * 3600
+    # How often the sweeper runs (expired outputs, stray work folders, stuck jobs).
+    sweep_interval_seconds: int = 60
+    # Per key: jobs queued or running at once, and jobs created per minute (0: no limit).
+    max_concurrent_jobs: int = 20
+    max_jobs_per_minute: int = 120
+    # Wrong download passwords one address may send within ten minutes before it gets 429.
+    max_password_failures: int = 10
 
     @classmethod
     def from_env(cls) -> Config:
@@ -69,10 +78,21 @@ class Config:
             download_timeout_seconds=_env_int(
                 "DOWNLOAD_TIMEOUT_SECONDS", defaults.download_timeout_seconds
             ),
+            output_ttl_seconds=_env_int("OUTPUT_TTL", defaults.output_ttl_seconds),
+            sweep_interval_seconds=_env_int("SWEEP_INTERVAL_SECONDS", defaults.sweep_interval_seconds),
+            max_concurrent_jobs=_env_int("MAX_CONCURRENT_JOBS", defaults.max_concurrent_jobs),
+            max_jobs_per_minute=_env_int("MAX_JOBS_PER_MINUTE", defaults.max_jobs_per_minute),
+            max_password_failures=_env_int("MAX_PASSWORD_FAILURES", defaults.max_password_failures),
         )
 
     def replace(self, **changes: object) -> Config:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    @property
+    def job_deadline_seconds(self) -> int:
+        """How long a job may download and convert: every time limit of its run, plus a margin.
+        RQ's job time-out is this; the sweeper fails a job that is still running after it."""
+        return self.download_timeout_seconds + 2 * self.ffmpeg_timeout_seconds + 120
 
     @property
     def server_url(self) -> str:

@@ -11,6 +11,7 @@ class ServiceError(Exception):
         super().__init__(message)
         self.message = message
         self.errors = errors or {}
+        self.headers: dict[str, str] = {}
 
 
 class RequestInvalid(ServiceError):
@@ -38,3 +39,21 @@ class TooLarge(ServiceError):
 
 class Gone(ServiceError):
     status = 410
+
+
+class NotAllowed(ServiceError):
+    """A download without a password that opens it."""
+
+    status = 401
+
+
+class Unprocessable(ServiceError):
+    status = 422
+
+
+class TooManyRequests(ServiceError):
+    status = 429
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(max(1, retry_after))}

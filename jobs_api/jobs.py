@@ -7,19 +7,24 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
+import json
+import math
 import mimetypes
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from jobs_api import catalog
+from jobs_api import callbacks, catalog
 from jobs_api.config import Config
-from jobs_api.errors import NotFound, RequestInvalid, WrongState
+from jobs_api.errors import NotFound, RequestInvalid, TooManyRequests, Unprocessable, WrongState
 from jobs_api.lifecycle import record_initial, transition
 from jobs_api.models import (
     STARTED,
@@ -29,16 +34,21 @@ from jobs_api.models import (
     Job,
     JobStatus,
     OutputFile,
+    utcnow,
 )
 from jobs_api.presets import PresetService, validate_with_preset
-from jobs_api.security import new_token
+from jobs_api.representation import aware
+from jobs_api.security import hash_passwords, new_token
 from jobs_api.storage import Storage, remove_quietly, sha256_file
 
 PAGE_SIZE = 50
 EDITABLE = (JobStatus.INCOMPLETE, JobStatus.READY)
 INPUT_TYPES = ("remote", "upload", "base64", "input_id")
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+RUNNING = [JobStatus.QUEUED.value, JobStatus.DOWNLOADING.value, JobStatus.PROCESSING.value]
+CONCURRENCY_RETRY_AFTER = 10  # seconds; a guess at when a running job frees its slot
 
-Enqueue = Callable[[str], None]
+Enqueue = Callable[..., None]  # (task's dotted path, *arguments)
 
 
 class JobService:
@@ -75,9 +85,22 @@ class JobService:
 
     # Creating and changing -----------------------------------------------------------
 
-    def create(self, key_id: str, body: dict[str, Any], dialect: str = "v2") -> Job:
+    def create(self, key_id: str, body: dict[str, Any], dialect: str = "v2",
+               idempotency_key: str | None = None) -> Job:
+        """A new job; with an Idempotency-Key seen in the last 24 h, the job it created."""
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+        if idempotency_key:
+            earlier = self._idempotent(key_id, idempotency_key, digest)
+            if earlier is not None:
+                return earlier
+        self._require_rate(key_id)
+        if body.get("process", True) and body.get("input") and body.get("conversion"):
+            self.require_slot(key_id)
         job = Job(
             dialect=dialect,
+            idempotency_key=idempotency_key,
+            request_digest=digest if idempotency_key else None,
+            download_passwords=self._passwords(body.get("download_passwords")),
             api_key_id=key_id,
             token=new_token(),
             status=JobStatus.INCOMPLETE.value,
@@ -95,14 +118,31 @@ class JobService:
             self._add_input(job, spec, f"input.{index}.")
         resting = _resting_status(job)
         job.status, job.status_info = resting.value, STATUS_INFO[resting]
-        self.session.flush()
+        try:
+            self.session.flush()
+        except IntegrityError:  # the same Idempotency-Key in a request that was just faster
+            self.session.rollback()
+            for item in job.inputs:
+                self._release_input_file(item)
+            earlier = self._idempotent(key_id, idempotency_key or "", digest)
+            if earlier is None:
+                raise
+            return earlier
         record_initial(self.session, job)
         self.session.commit()
         self._settle(job)
         return job
 
     def update(self, job: Job, body: dict[str, Any]) -> Job:
+        """Change a job. Its download passwords can change at any time, the rest only before it starts."""
+        if "download_passwords" in body:
+            job.download_passwords = self._passwords(body["download_passwords"])
+            self.session.commit()
+        if set(body) <= {"download_passwords"}:
+            return job
         self._require_editable(job)
+        if body.get("process") and not job.process and job.inputs and job.conversions:
+            self.require_slot(job.api_key_id)
         for name in ("process", "fail_on_input_error", "fail_on_conversion_error", "notify_status"):
             if name in body:
                 setattr(job, name, body[name])
@@ -115,10 +155,12 @@ class JobService:
     def cancel(self, job: Job) -> None:
         """Cancel the job, and delete its files; a running worker notices within a moment."""
         if job.status != JobStatus.CANCELED.value:
-            transition(self.session, job.id, JobStatus.CANCELED,
-                       allowed_from=[s for s in JobStatus if s != JobStatus.CANCELED])
+            moved = transition(self.session, job.id, JobStatus.CANCELED,
+                               allowed_from=[s for s in JobStatus if s != JobStatus.CANCELED])
             self.session.commit()
             self.session.refresh(job)
+            if moved:
+                self._announce(job)
         for output in list(job.outputs):
             self._remove_output(output)
         for item in list(job.inputs):
@@ -145,6 +187,9 @@ class JobService:
             else:
                 options[name] = value
         validate_with_preset(PresetService(self.session), job.api_key_id, target, options)
+        if "download_password" in changes:
+            password = options.pop("download_password", None)
+            conversion.password_hash = hash_passwords([password])[0] if password else None
         conversion.target, conversion.options = target, options
         if "metadata" in body:
             conversion.metadata_ = catalog.validate_metadata(body["metadata"])
@@ -187,16 +232,75 @@ class JobService:
         self._settle(job)
         return item
 
-    def update_output(self, output: OutputFile, body: dict[str, Any]) -> OutputFile:
-        if body.get("filename"):
-            extension = Path(output.filename).suffix
-            output.filename = display_name(str(body["filename"])) + extension
+    def update_outputs(self, outputs: list[OutputFile], body: dict[str, Any]) -> list[OutputFile]:
+        """Rename outputs (the extension stays) or set their own download password ("" removes it)."""
+        hashes = None
+        if "download_password" in body:
+            hashes = hash_passwords([body["download_password"]]) if body["download_password"] else []
+        for output in outputs:
+            if body.get("filename"):
+                extension = Path(output.filename).suffix
+                output.filename = (display_name(str(body["filename"])) or "file") + extension
+            if hashes is not None:
+                output.password_hashes = hashes
         self.session.commit()
-        return output
+        return outputs
 
     def delete_output(self, output: OutputFile) -> None:
         self._remove_output(output)
         self.session.commit()
+
+    # Limits --------------------------------------------------------------------------
+
+    def require_slot(self, key_id: str) -> None:
+        """429 unless the key may start one more job now."""
+        limit = self.config.max_concurrent_jobs
+        if not limit:
+            return
+        running = self.session.scalar(
+            select(func.count()).select_from(Job).where(Job.api_key_id == key_id, Job.status.in_(RUNNING))
+        ) or 0
+        if running >= limit:
+            raise TooManyRequests(
+                f"This key already has {running} jobs queued or running (limit {limit}); "
+                "try again when one has finished.", CONCURRENCY_RETRY_AFTER)
+
+    def _require_rate(self, key_id: str) -> None:
+        limit = self.config.max_jobs_per_minute
+        if not limit:
+            return
+        now = utcnow()
+        recent = self.session.scalars(
+            select(Job.created_at).where(Job.api_key_id == key_id, Job.created_at > now - timedelta(minutes=1))
+            .order_by(Job.created_at.desc()).limit(limit)
+        ).all()
+        if len(recent) >= limit:
+            oldest = aware(recent[-1])  # the one whose minute ends first
+            wait = math.ceil((oldest + timedelta(minutes=1) - now).total_seconds())
+            raise TooManyRequests(f"This key created {limit} jobs in the last minute (the limit).", wait)
+
+    def _idempotent(self, key_id: str, idempotency_key: str, digest: str) -> Job | None:
+        earlier = self.session.scalar(
+            select(Job).where(Job.api_key_id == key_id, Job.idempotency_key == idempotency_key))
+        if earlier is None:
+            return None
+        if aware(earlier.created_at) < utcnow() - IDEMPOTENCY_WINDOW:
+            earlier.idempotency_key = None  # the key is free again after 24 h
+            self.session.commit()
+            return None
+        if earlier.request_digest != digest:
+            raise Unprocessable(
+                "This Idempotency-Key was used for a different request in the last 24 hours.",
+                {"Idempotency-Key": ["already used with another request body"]})
+        return earlier
+
+    def _passwords(self, value: Any) -> list[str]:
+        if value is None:
+            return []
+        if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+            raise RequestInvalid("Invalid download passwords.",
+                                 {"download_passwords": ["must be an array of non-empty strings"]})
+        return hash_passwords(value)
 
     # Internals -----------------------------------------------------------------------
 
@@ -212,9 +316,12 @@ class JobService:
         options = {k: v for k, v in (spec.get("options") or {}).items() if v is not None} \
             if isinstance(spec.get("options"), dict) else spec.get("options")
         target = validate_with_preset(PresetService(self.session), job.api_key_id, spec.get("target"), options, path)
+        options = dict(options or {})
+        password = options.pop("download_password", None)
         conversion = Conversion(
-            category=category, target=target.name, options=options or {},
+            category=category, target=target.name, options=options,
             metadata_=catalog.validate_metadata(spec.get("metadata"), path), position=len(job.conversions),
+            password_hash=hash_passwords([password])[0] if password else None,
         )
         job.conversions.append(conversion)
         return conversion
@@ -300,7 +407,14 @@ class JobService:
         self.session.commit()
         self.session.refresh(job)
         if moved and wanted == JobStatus.QUEUED:  # not if a cancel got there first
-            self.enqueue(job.id)
+            self.enqueue("workers.tasks.process_job", job.id)
+        if moved:
+            self._announce(job)
+
+    def _announce(self, job: Job) -> None:
+        """Queue the job's callback if this status is one it wants to hear about."""
+        if callbacks.wanted(job):
+            self.enqueue("workers.tasks.deliver_callback", job.id, callbacks.body(job, self.config))
 
     def _require_editable(self, job: Job) -> None:
         if JobStatus(job.status) in STARTED:

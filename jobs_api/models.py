@@ -6,7 +6,17 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -61,6 +71,7 @@ class ApiKey(Base):
 
 class Job(Base):
     __tablename__ = "jobs"
+    __table_args__ = (UniqueConstraint("api_key_id", "idempotency_key", name="uq_jobs_idempotency"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     api_key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), index=True)
@@ -75,9 +86,14 @@ class Job(Base):
     notify_status: Mapped[bool] = mapped_column(Boolean, default=False)
     # Which wire dialect created the job: its callbacks are shaped after it.
     dialect: Mapped[str] = mapped_column(String(20), default="v2", server_default="v2")
+    # Hashes of the passwords that open every output of the job (jobs_api/security.py).
+    download_passwords: Mapped[list[Any]] = mapped_column(default=list)
+    # Idempotency-Key of the POST that created the job, and a digest of that request's body.
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_digest: Mapped[str | None] = mapped_column(String(64))
     errors: Mapped[list[Any]] = mapped_column(default=list)
     warnings: Mapped[list[Any]] = mapped_column(default=list)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     modified_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
@@ -131,6 +147,8 @@ class Conversion(Base):
     # Only the options the client set; the JSON view fills the rest with null.
     options: Mapped[dict[str, Any]] = mapped_column(default=dict)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    # The download_password option, hashed; it is never kept among the options.
+    password_hash: Mapped[str | None] = mapped_column(String(200))
 
     job: Mapped[Job] = relationship(back_populates="conversions")
 
@@ -147,7 +165,9 @@ class OutputFile(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     checksum: Mapped[str] = mapped_column(String(64))
     content_type: Mapped[str] = mapped_column(String(100))
-    status: Mapped[str] = mapped_column(String(20), default="enabled")
+    status: Mapped[str] = mapped_column(String(20), default="enabled")  # enabled or expired
+    # Hashes of this output's own passwords; the job's open it too.
+    password_hashes: Mapped[list[Any]] = mapped_column(default=list)
     downloads_counter: Mapped[int] = mapped_column(Integer, default=0)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -134,4 +134,7 @@ def _field(preset: Preset | dict[str, Any], name: str) -> Any:
 def _checked(target: Any, options: Any) -> tuple[str, dict[str, Any]]:
     if isinstance(options, dict) and "preset" in options:
         raise RequestInvalid("Invalid preset options.", {"options.preset": ["a preset cannot name another preset"]})
+    if isinstance(options, dict) and "download_password" in options:
+        raise RequestInvalid("Invalid preset options.", {"options.download_password": [
+            "passwords are not kept in presets (they are readable); set it on the conversion"]})
     return catalog.validate(target, options).name, options

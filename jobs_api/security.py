@@ -1,8 +1,16 @@
-"""API keys and job tokens: made random, stored hashed."""
+"""API keys, job tokens and download passwords: made random or given, stored hashed."""
 from __future__ import annotations
 
 import hashlib
+import hmac
+import os
 import secrets
+from collections.abc import Iterable
+
+# scrypt's cost for download passwords (people choose them, so they may be guessable):
+# about 16 MiB and 30 ms per hash here.
+SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
+MAX_CANDIDATES = 5  # passwords tried from one request
 
 
 def new_secret() -> str:
@@ -15,3 +23,29 @@ def new_token() -> str:
 
 def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def hash_passwords(passwords: Iterable[str]) -> list[str]:
+    """`scrypt$<salt>$<digest>` for each password; one salt for the list, so a candidate
+    is hashed once per list, not once per password."""
+    salt = os.urandom(16)
+    return [f"scrypt${salt.hex()}${_derive(password, salt).hex()}" for password in passwords]
+
+
+def password_matches(candidates: Iterable[str], hashes: Iterable[str]) -> bool:
+    """Whether any candidate is one of the hashed passwords; digests compared in constant time."""
+    by_salt: dict[str, list[bytes]] = {}
+    for stored in hashes:
+        _scheme, salt, hexdigest = stored.split("$")
+        by_salt.setdefault(salt, []).append(bytes.fromhex(hexdigest))
+    found = False
+    for candidate in list(candidates)[:MAX_CANDIDATES]:
+        for salt, digests in by_salt.items():
+            derived = _derive(candidate, bytes.fromhex(salt))
+            for digest in digests:
+                found |= hmac.compare_digest(derived, digest)
+    return found
+
+
+def _derive(password: str, salt: bytes) -> bytes:
+    return hashlib.scrypt(password.encode("utf-8"), salt=salt, **SCRYPT)  # type: ignore[arg-type]

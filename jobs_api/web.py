@@ -48,8 +48,7 @@ def close_session(_exc: BaseException | None) -> None:
 
 def service() -> JobService:
     settings = config()
-    return JobService(session(), settings, storage(), lambda job_id: enqueue(
-        settings, "workers.tasks.process_job", job_id))
+    return JobService(session(), settings, storage(), lambda task, *args: enqueue(settings, task, *args))
 
 
 def _header(names: tuple[str, ...]) -> str | None:

@@ -36,7 +36,7 @@ def test_5xx_is_retried_until_it_is_accepted(live: LiveService, wav_file: Path) 
         job = requests.get(f"{live.url}/v2/jobs/{job_id}", headers={"X-Oc-Api-Key": key}, timeout=10).json()
         assert json.loads(bodies.pop()) == job
         notes = attempts(live, key, job_id)
-        assert [note.split(":")[0] for note in notes] == [f"callback attempt {n}" for n in (1, 2, 3, 4)]
+        assert [note.split(":")[0] for note in notes] == [f"callback attempt {n} (completed)" for n in (1, 2, 3, 4)]
         assert "answered 500; retry in 1 s" in notes[0] and notes[3].endswith("answered 200")
     finally:
         receiver.server.shutdown()
@@ -50,6 +50,6 @@ def test_4xx_is_final(live: LiveService, wav_file: Path) -> None:
         receiver.wait(1, seconds=30)
         time.sleep(2.5)
         assert len(receiver.received) == 1
-        assert attempts(live, key, job_id) == ["callback attempt 1: answered 400"]
+        assert attempts(live, key, job_id) == ["callback attempt 1 (completed): answered 400"]
     finally:
         receiver.server.shutdown()

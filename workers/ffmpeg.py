@@ -42,6 +42,7 @@ class SourceInfo:
     channels: int
     bits: int | None  # lossless sources only
     bit_rate: int | None
+    stream: int = 0  # which audio stream of the file (ffmpeg's 0:a:N)
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class Plan:
     filters: tuple[str, ...] = ()  # gain stages decided after measuring the input
     tags: tuple[tuple[str, str], ...] = ()
     clear_tags: bool = False
+    stream: int = 0  # the input's audio stream to convert
 
 
 def probe_args(path: Path) -> list[str]:
@@ -102,6 +104,11 @@ def probe_args(path: Path) -> list[str]:
 
 def parse_probe(text: str) -> SourceInfo:
     """The first audio stream of an ffprobe answer, or NotAudio."""
+    return parse_streams(text)[0]
+
+
+def parse_streams(text: str) -> list[SourceInfo]:
+    """Every audio stream of an ffprobe answer, in order, or NotAudio."""
     try:
         data: dict[str, Any] = json.loads(text or "{}")
     except ValueError as exc:
@@ -109,7 +116,11 @@ def parse_probe(text: str) -> SourceInfo:
     streams = [s for s in data.get("streams", []) if s.get("codec_type") == "audio"]
     if not streams:
         raise NotAudio("no audio stream")
-    stream, container = streams[0], data.get("format", {})
+    container = data.get("format", {})
+    return [_stream_info(stream, container, index) for index, stream in enumerate(streams)]
+
+
+def _stream_info(stream: dict[str, Any], container: dict[str, Any], index: int) -> SourceInfo:
     rate = _int(stream.get("sample_rate"))
     channels = _int(stream.get("channels"))
     if not rate or not channels:
@@ -124,6 +135,7 @@ def parse_probe(text: str) -> SourceInfo:
         channels=channels,
         bits=bits,
         bit_rate=_int(stream.get("bit_rate")) or _int(container.get("bit_rate")) or None,
+        stream=index,
     )
 
 
@@ -154,7 +166,7 @@ def plan_conversion(target: Target, options: dict[str, Any], source: SourceInfo,
     return Plan(
         codec=encoder, sample_fmt=sample_fmt, sample_rate=rate, channels=channels,
         bit_depth=depth, bitrate_k=bitrate, start=start, duration=duration, target=target,
-        codec_args=codec_args, normalization=_normalization(options),
+        codec_args=codec_args, normalization=_normalization(options), stream=source.stream,
     )
 
 
@@ -193,11 +205,11 @@ def _normalization(options: dict[str, Any]) -> Normalization | None:
     )
 
 
-def _source_args(source: Path, start: float | None) -> list[str]:
+def _source_args(source: Path, start: float | None, stream: int = 0) -> list[str]:
     args = [*INPUT_GUARD]
     if start:
         args += ["-ss", _seconds(start)]
-    return [*args, "-i", f"file:{source}", "-map", "0:a:0", "-vn", "-sn", "-dn"]
+    return [*args, "-i", f"file:{source}", "-map", f"0:a:{stream}", "-vn", "-sn", "-dn"]
 
 
 def _layout(channels: int) -> str:
@@ -211,7 +223,7 @@ def _shape(plan: Plan) -> str:
 
 
 def convert_args(source: Path, output: Path, plan: Plan, limits: Limits) -> list[str]:
-    args = ["ffmpeg", *COMMON, "-nostdin", "-nostats", *_source_args(source, plan.start)]
+    args = ["ffmpeg", *COMMON, "-nostdin", "-nostats", *_source_args(source, plan.start, plan.stream)]
     if plan.filters:
         args += ["-af", ",".join((_shape(plan), *plan.filters))]
     args += ["-c:a", plan.codec]
@@ -241,7 +253,7 @@ METERS = {
 def measure_args(source: Path, plan: Plan | None = None, meters: tuple[str, ...] = ("ebu", "levels")) -> list[str]:
     """Decode (the planned part of) `source` through the meters; they report on stderr."""
     args = ["ffmpeg", "-hide_banner", "-loglevel", "info", "-nostdin", "-nostats"]
-    args += _source_args(source, plan.start if plan else None)
+    args += _source_args(source, plan.start, plan.stream) if plan else _source_args(source, None)
     chain = [METERS[m] for m in meters]
     if plan is not None:
         args += ["-t", _seconds(plan.duration)]

@@ -1,4 +1,4 @@
-"""Putting work on the queue: ids only, JSON-serialized, by dotted path."""
+"""Putting work on the queue: ids (and callback bodies), JSON-serialized, by dotted path."""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -6,9 +6,12 @@ from functools import cache
 
 from redis import Redis
 from rq import Queue
+from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from jobs_api.config import Config
+
+PROCESS_JOB = "workers.tasks.process_job"
 
 
 @cache
@@ -20,12 +23,19 @@ def queue_for(config: Config) -> Queue:
     return Queue(config.queue_name, connection=redis_for(config.redis_url), serializer=JSONSerializer)
 
 
-def enqueue(config: Config, task: str, job_id: str) -> None:
-    # RQ's own time-out is a backstop only; the runner enforces ffmpeg's deadline.
-    timeout = config.download_timeout_seconds + 2 * config.ffmpeg_timeout_seconds + 120
-    queue_for(config).enqueue(task, job_id, job_timeout=timeout, result_ttl=3600, failure_ttl=7 * 86400)
+def enqueue(config: Config, task: str, *args: object) -> None:
+    # RQ's own time-out is a backstop only; the runner enforces ffmpeg's deadline. A job's
+    # conversion has the RQ id `process-<job id>`, so the sweeper can tell one that was lost.
+    queue_for(config).enqueue(
+        task, *args, job_id=rq_job_id(task, args), job_timeout=config.job_deadline_seconds,
+        result_ttl=3600, failure_ttl=7 * 86400)
 
 
-def enqueue_in(config: Config, seconds: int, task: str, *args: object) -> None:
+def rq_job_id(task: str, args: tuple[object, ...]) -> str | None:
+    return f"process-{args[0]}" if task == PROCESS_JOB else None
+
+
+def enqueue_in(config: Config, seconds: int, task: str, *args: object) -> Job:
     """Run `task` after `seconds`, by the scheduler that runs inside every worker."""
-    queue_for(config).enqueue_in(timedelta(seconds=seconds), task, *args, result_ttl=3600, failure_ttl=7 * 86400)
+    return queue_for(config).enqueue_in(
+        timedelta(seconds=seconds), task, *args, result_ttl=3600, failure_ttl=7 * 86400)

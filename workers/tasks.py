@@ -6,6 +6,7 @@ import hmac
 import json
 import logging
 import time
+import zipfile
 from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from jobs_api import catalog, file_conversion, outbound
+from jobs_api import callbacks, catalog, outbound
 from jobs_api.config import Config
 from jobs_api.db import make_engine, make_sessionmaker
 from jobs_api.errors import RequestInvalid
@@ -22,7 +23,6 @@ from jobs_api.jobs import display_name
 from jobs_api.lifecycle import record_note, transition
 from jobs_api.models import Conversion, InputFile, Job, JobStatus, OutputFile
 from jobs_api.presets import PresetService
-from jobs_api.representation import job_json
 from jobs_api.storage import Storage, remove_quietly, sha256_file
 from workers import ffmpeg, runner
 from workers.queue import enqueue, enqueue_in
@@ -51,6 +51,7 @@ class Code:
     TEXT_INVALID = 2008
     OPTION_IGNORED = 4001  # warnings
     NO_OUTPUT = 3001
+    STUCK = 3002
 
 
 class JobProblem(Exception):
@@ -100,6 +101,7 @@ def process_job(job_id: str) -> str:
         ):
             return "skipped"
         session.commit()
+        announce(ctx, session, job_id)
         try:
             outcome = _run(ctx, session, job)
         except Canceled:
@@ -111,12 +113,12 @@ def process_job(job_id: str) -> str:
             _fail(session, job_id, "job", job_id, Code.CONVERSION_FAILED,
                   "An internal error stopped the conversion. Please try again.")
             session.commit()
-            _notify(ctx, job_id)
+            announce(ctx, session, job_id)
             raise
         if outcome == "canceled":
             _discard_outputs(ctx, session, job_id)
         else:
-            _notify(ctx, job_id)
+            announce(ctx, session, job_id)
         return outcome
 
 
@@ -133,14 +135,23 @@ def _run(ctx: Context, session: Session, job: Job) -> str:
     if not transition(session, job.id, JobStatus.PROCESSING, allowed_from=[JobStatus.DOWNLOADING]):
         raise Canceled()
     session.commit()
+    announce(ctx, session, job.id)
 
     ready = [item for item in job.inputs if item.status == "ready" and item.storage_key]
-    steps = [(conversion, item) for conversion in job.conversions for item in ready]
+    steps = len(job.conversions) * len(ready)
     with ctx.storage.work_dir(job.id) as work:
-        for index, (conversion, item) in enumerate(steps):
-            progress = _Progress(ctx, job.id, index, len(steps))
+        for number, conversion in enumerate(job.conversions):
             try:
-                _convert(ctx, session, job, conversion, item, work, progress)
+                options = _options(session, job, conversion)
+                results: list[Result] = []
+                for index, item in enumerate(ready):
+                    progress = _Progress(ctx, job.id, number * len(ready) + index, steps)
+                    try:
+                        results += _convert(ctx, session, job, conversion, options, item, work, progress)
+                    except JobProblem as problem:
+                        if _problem(session, job, "conversion", conversion.id, problem, job.fail_on_conversion_error):
+                            return "failed"
+                _publish(ctx, session, job, conversion, options, results, work)
             except JobProblem as problem:
                 if _problem(session, job, "conversion", conversion.id, problem, job.fail_on_conversion_error):
                     return "failed"
@@ -162,7 +173,7 @@ def _problem(session: Session, job: Job, source: str, source_id: str, problem: J
         _fail(session, job.id, source, source_id, problem.code, problem.message)
         session.commit()
         return True
-    job.warnings = [*job.warnings, _message(source, source_id, problem.code, problem.message)]
+    job.warnings = [*job.warnings, error_message(source, source_id, problem.code, problem.message)]
     session.commit()
     return False
 
@@ -172,10 +183,10 @@ def _fail(session: Session, job_id: str, source: str, source_id: str, code: int,
     assert job is not None
     if transition(session, job_id, JobStatus.FAILED, info=message,
                   allowed_from=[JobStatus.QUEUED, JobStatus.DOWNLOADING, JobStatus.PROCESSING]):
-        job.errors = [*job.errors, _message(source, source_id, code, message)]
+        job.errors = [*job.errors, error_message(source, source_id, code, message)]
 
 
-def _message(source: str, source_id: str, code: int, message: str) -> dict[str, Any]:
+def error_message(source: str, source_id: str, code: int, message: str) -> dict[str, Any]:
     return {"source": source, "id_source": source_id, "code": code, "message": message, "details": {}}
 
 
@@ -251,6 +262,10 @@ def _check_canceled(session: Session, job_id: str) -> None:
 
 
 def _probe(path: Path) -> ffmpeg.SourceInfo:
+    return _probe_streams(path)[0]
+
+
+def _probe_streams(path: Path) -> list[ffmpeg.SourceInfo]:
     try:
         text = runner.run(ffmpeg.probe_args(path), deadline_seconds=PROBE_SECONDS)
     except runner.ProcessTimedOut as exc:
@@ -261,28 +276,63 @@ def _probe(path: Path) -> ffmpeg.SourceInfo:
             "The input is not an audio file in a supported format (or it is empty or damaged).",
         ) from exc
     try:
-        return ffmpeg.parse_probe(text)
+        return ffmpeg.parse_streams(text)
     except ffmpeg.NotAudio as exc:
         raise JobProblem(Code.NOT_AUDIO, "The input has no audio stream.") from exc
 
 
-def _convert(
-    ctx: Context, session: Session, job: Job, conversion: Conversion, item: InputFile,
-    work: Path, progress: _Progress,
-) -> None:
-    target = catalog.TARGETS[conversion.target]
+@dataclass(frozen=True)
+class Result:
+    """One converted audio stream, in the work folder until it is published."""
+
+    path: Path
+    filename: str
+    input_id: str
+    stream: int
+    metadata: dict[str, Any]
+
+
+def _options(session: Session, job: Job, conversion: Conversion) -> dict[str, Any]:
+    """The conversion's options over its preset's."""
     try:
-        options = PresetService(session).effective_options(job.api_key_id, conversion.options)
+        return PresetService(session).effective_options(job.api_key_id, conversion.options)
     except RequestInvalid as exc:
         raise JobProblem(Code.OPTIONS_NOT_APPLICABLE, f"The preset {conversion.options.get('preset')!r} "
                          "no longer exists.") from exc
+
+
+def _convert(
+    ctx: Context, session: Session, job: Job, conversion: Conversion, options: dict[str, Any],
+    item: InputFile, work: Path, progress: _Progress,
+) -> list[Result]:
+    """Convert every audio stream of one input."""
+    target = catalog.TARGETS[conversion.target]
     notes = catalog.ignored_options(target, options, conversion.metadata_)
     source_path = ctx.storage.input_path(item.storage_key or "")
     if _is_text(item):
-        source_path = _speak(ctx, source_path, options, work / f"{conversion.id}-speech.wav", progress)
+        source_path = _speak(ctx, source_path, options, work / f"{conversion.id}-{item.id}-speech.wav", progress)
     elif "language_tts" in conversion.options:
         notes.append("language_tts ignored: the input is audio, not plain text.")
-    source = _probe(source_path)
+    streams = _probe_streams(source_path)
+    stem = display_name(options.get("output_filename") or "") or Path(item.filename or "file").stem or "file"
+    results = []
+    for source in streams:
+        name = f"{stem}-track{source.stream + 1}" if len(streams) > 1 else stem
+        partial = work / f"{conversion.id}-{item.id}-{source.stream}.{target.extension}"
+        metadata = _convert_stream(ctx, job, conversion, options, source_path, source, partial, progress, notes)
+        results.append(Result(partial, f"{name}.{target.extension}", item.id, source.stream, metadata))
+    for note in dict.fromkeys(notes):
+        job.warnings = [*job.warnings, error_message("conversion", conversion.id, Code.OPTION_IGNORED, note)]
+    session.commit()
+    return results
+
+
+def _convert_stream(
+    ctx: Context, job: Job, conversion: Conversion, options: dict[str, Any], source_path: Path,
+    source: ffmpeg.SourceInfo, partial: Path, progress: _Progress, notes: list[str],
+) -> dict[str, Any]:
+    """Encode one audio stream to `partial`; returns what ffprobe reports on the result."""
+    target = catalog.TARGETS[conversion.target]
     if source.duration > ctx.config.max_duration_seconds:
         raise JobProblem(
             Code.TOO_LONG,
@@ -292,14 +342,12 @@ def _convert(
         plan = ffmpeg.with_tags(ffmpeg.plan_conversion(target, options, source, ctx.limits), conversion.metadata_)
     except ffmpeg.PlanInvalid as exc:
         raise JobProblem(Code.OPTIONS_NOT_APPLICABLE, f"The options do not fit the input: {exc}.") from exc
-    partial = work / f"{conversion.id}.{target.extension}"
     loudness = None
     if plan.normalization is None:
         _encode(ctx, job, source_path, partial, plan, progress)
     else:
         loudness = _encode_normalized(ctx, job, source_path, partial, plan, progress, notes)
-    size = partial.stat().st_size
-    if size >= ctx.config.max_output_bytes:
+    if partial.stat().st_size >= ctx.config.max_output_bytes:
         raise JobProblem(
             Code.OUTPUT_TOO_LARGE, f"The output would exceed the limit of {ctx.config.max_output_bytes} bytes."
         )
@@ -311,20 +359,60 @@ def _convert(
             f"The input is truncated or damaged: only {measured.duration:.2f} s of "
             f"{expected:.2f} s could be decoded.",
         )
-    stem = conversion.options.get("output_filename") or Path(item.filename or "file").stem
     metadata = _metadata(measured, plan)
     if loudness:
         metadata["loudness"] = loudness
-    output = OutputFile(
-        conversion_id=conversion.id, input_ids=[item.id],
-        filename=f"{display_name(stem) or 'file'}.{target.extension}",
-        size=size, checksum=sha256_file(partial), content_type=target.content_type,
-        metadata_=metadata, storage_key=ctx.storage.adopt_output(partial),
-    )
-    job.outputs.append(output)
-    for note in notes:
-        job.warnings = [*job.warnings, _message("conversion", conversion.id, Code.OPTION_IGNORED, note)]
+    return metadata
+
+
+def _publish(ctx: Context, session: Session, job: Job, conversion: Conversion, options: dict[str, Any],
+             results: list[Result], work: Path) -> None:
+    """Make the conversion's results downloadable: each on its own, or packed into one zip
+    (several results without allow_multiple_outputs, or more than its threshold)."""
+    target = catalog.TARGETS[conversion.target]
+    threshold = options.get("allow_multiple_outputs_threshold") or catalog.DEFAULTS["allow_multiple_outputs_threshold"]
+    if len(results) > 1 and (not options.get("allow_multiple_outputs") or len(results) > threshold):
+        inputs = list(dict.fromkeys(result.input_id for result in results))
+        stem = display_name(options.get("output_filename") or "") or (
+            Path(results[0].filename).stem.rsplit("-track", 1)[0] if len(inputs) == 1 else f"{target.name}-files")
+        archive = work / f"{conversion.id}.zip"
+        members = _zip(results, archive)
+        if archive.stat().st_size >= ctx.config.max_output_bytes:
+            raise JobProblem(Code.OUTPUT_TOO_LARGE,
+                             f"The zip of all results would exceed the limit of {ctx.config.max_output_bytes} bytes.")
+        _adopt_output(ctx, job, conversion, archive, f"{stem}.zip", inputs, "application/zip", {"files": members})
+    else:
+        for result in results:
+            _adopt_output(ctx, job, conversion, result.path, result.filename, [result.input_id],
+                          target.content_type, result.metadata)
     session.commit()
+
+
+def _zip(results: list[Result], archive: Path) -> list[dict[str, Any]]:
+    """Pack the results into `archive`, file by file from disk (stored: audio does not deflate)."""
+    members, taken = [], set()
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as packed:
+        for result in results:
+            name, count = result.filename, 1
+            while name.lower() in taken:
+                count += 1
+                stem, dot, extension = result.filename.rpartition(".")
+                name = f"{stem} ({count}).{extension}"
+            taken.add(name.lower())
+            packed.write(result.path, arcname=name)
+            members.append({"filename": name, "size": result.path.stat().st_size, "input": result.input_id,
+                            "stream": result.stream, **result.metadata})
+    return members
+
+
+def _adopt_output(ctx: Context, job: Job, conversion: Conversion, path: Path, filename: str, inputs: list[str],
+                  content_type: str, metadata: dict[str, Any]) -> None:
+    job.outputs.append(OutputFile(
+        conversion_id=conversion.id, input_ids=inputs, filename=filename, size=path.stat().st_size,
+        checksum=sha256_file(path), content_type=content_type, metadata_=metadata,
+        password_hashes=[conversion.password_hash] if conversion.password_hash else [],
+        storage_key=ctx.storage.adopt_output(path),
+    ))
 
 
 def _encode(ctx: Context, job: Job, source: Path, partial: Path, plan: ffmpeg.Plan, progress: _Progress) -> None:
@@ -449,36 +537,35 @@ def _discard_outputs(ctx: Context, session: Session, job_id: str) -> None:
 
 # Callbacks --------------------------------------------------------------------------
 
-def _notify(ctx: Context, job_id: str) -> None:
-    with ctx.sessions() as session:
-        job = session.get(Job, job_id)
-        if job is None or not job.callback:
-            return
-    enqueue(ctx.config, "workers.tasks.deliver_callback", job_id)
+def announce(ctx: Context, session: Session, job_id: str) -> None:
+    """Queue the job's callback if its new status is one the callback wants to hear about."""
+    session.expire_all()
+    job = session.get(Job, job_id)
+    if job is not None and callbacks.wanted(job):
+        enqueue(ctx.config, "workers.tasks.deliver_callback", job_id, callbacks.body(job, ctx.config))
 
 
-def deliver_callback(job_id: str, attempt: int = 1) -> int | None:
-    """POST the job, shaped after its dialect and signed when a secret is set, to its callback.
+def deliver_callback(job_id: str, body: str, attempt: int = 1) -> int | None:
+    """POST `body` (the job as it was when its status changed), signed when a secret is set,
+    to the job's callback.
 
     Each attempt re-checks the URL with the outbound guard and is written to the job's
     history. A time-out or 5xx is retried later from the queue; a 4xx or a refused URL is final.
     """
     ctx = context()
     with ctx.sessions() as session:
-        job = session.get(Job, job_id)
-        if job is None or not job.callback:
-            return None
-        shape = file_conversion.webhook_body if job.dialect == file_conversion.DIALECT else job_json
-        body = json.dumps(shape(job, ctx.config)).encode("utf-8")
-        url = job.callback
+        url = session.scalar(select(Job.callback).where(Job.id == job_id))
+    if not url:
+        return None
+    raw = body.encode("utf-8")
     headers = {"Content-Type": "application/json"}
     if ctx.config.webhook_secret:
-        headers["X-Oc-Signature"] = hmac.new(ctx.config.webhook_secret.encode(), body, hashlib.sha256).hexdigest()
+        headers["X-Oc-Signature"] = hmac.new(ctx.config.webhook_secret.encode(), raw, hashlib.sha256).hexdigest()
     status: int | None = None
     retry = False
     try:
         status = outbound.post(
-            url, body, headers, allow=outbound.Allowance.parse(ctx.config.outbound_allow),
+            url, raw, headers, allow=outbound.Allowance.parse(ctx.config.outbound_allow),
             timeout=FIRST_CALLBACK_TIMEOUT if attempt == 1 else CALLBACK_TIMEOUT,
         )
         outcome, retry = f"answered {status}", status >= 500
@@ -489,8 +576,15 @@ def deliver_callback(job_id: str, attempt: int = 1) -> int | None:
     delays = ctx.config.callback_retry_delays
     if retry and attempt <= len(delays):
         outcome += f"; retry in {delays[attempt - 1]} s"
-        enqueue_in(ctx.config, delays[attempt - 1], "workers.tasks.deliver_callback", job_id, attempt + 1)
+        enqueue_in(ctx.config, delays[attempt - 1], "workers.tasks.deliver_callback", job_id, body, attempt + 1)
     with ctx.sessions() as session:
-        record_note(session, job_id, f"callback attempt {attempt}: {outcome}")
+        record_note(session, job_id, f"callback attempt {attempt} ({_status_of(body)}): {outcome}")
         session.commit()
     return status
+
+
+def _status_of(body: str) -> str:
+    """The status a callback body reports, for the history line."""
+    data = json.loads(body)
+    status = data.get("status")
+    return str(status.get("code") if isinstance(status, dict) else status)

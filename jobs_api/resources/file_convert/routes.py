@@ -145,7 +145,7 @@ def service_error(error: ServiceError) -> Any:
     if isinstance(error, RequestInvalid) and error.errors and not isinstance(error, file_conversion.FieldInvalid):
         field, messages = next(iter(error.errors.items()))
         message = f"{_form_field(field)}: {messages[0]}"
-    return {"success": False, "error": message}, error.status
+    return {"success": False, "error": message}, error.status, error.headers
 
 
 @blp.errorhandler(HTTPException)

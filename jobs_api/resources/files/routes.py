@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -13,15 +14,20 @@ from marshmallow import Schema, fields, pre_load
 from sqlalchemy import update
 
 from jobs_api import representation as rep
-from jobs_api.errors import NotFound, RequestInvalid
-from jobs_api.jobs import decode_base64
-from jobs_api.models import OutputFile
+from jobs_api.errors import Gone, NotAllowed, NotFound, RequestInvalid
+from jobs_api.jobs import EDITABLE, decode_base64
+from jobs_api.models import Job, OutputFile, utcnow
 from jobs_api.resources.jobs.schemas import InputOut
-from jobs_api.web import Blueprint, load_job, service, session, storage
+from jobs_api.security import password_matches
+from jobs_api.throttle import PasswordFailures
+from jobs_api.web import Blueprint, config, load_job, service, session, storage
+from workers.queue import redis_for
 
 blp = Blueprint("files", __name__, url_prefix="/v2/dl", description="Uploads and downloads")
 
 BASE64_CHUNK = 3 * 256 * 1024  # a multiple of 3, so chunks encode without padding
+PASSWORD_HEADERS = ("X-Api2convert-Download-Password", "X-Oc-Download-Password")
+PASSWORD_COOKIE = "x-oc-download-password"
 
 
 class Base64File(Schema):
@@ -49,6 +55,7 @@ class UploadFile(MethodView):
     def post(self, job_id: str) -> Any:
         """Upload a file into a job (multipart field `file`), with the job's token or the key"""
         job = load_job(job_id)  # before the body is read: no bytes for a job you cannot see
+        _require_slot_if_starting(job)
         upload = request.files.get("file")
         if upload is None or not upload.filename and not upload.stream:
             raise RequestInvalid("No file sent.", {"file": ["a multipart field named file is required"]})
@@ -67,6 +74,7 @@ class UploadBase64(MethodView):
     def post(self, files: list[dict[str, Any]], job_id: str) -> Any:
         """Upload one or more base64-encoded files into a job (object or array of {content, filename})"""
         job = load_job(job_id)
+        _require_slot_if_starting(job)
         created = []
         for index, item in enumerate(files):
             handle = storage().incoming_file()
@@ -81,13 +89,26 @@ class UploadBase64(MethodView):
         return [rep.input_json(item) for item in created]
 
 
+def _require_slot_if_starting(job: Job) -> None:
+    """An upload that would start the job needs a free slot of its key (429 before any byte is read)."""
+    if job.process and job.conversions and job.status in EDITABLE:
+        service().require_slot(job.api_key_id)
+
+
 @blp.route("/output/<output_id>", methods=["GET", "HEAD"])
-@blp.doc(responses={200: {"description": "The file"}, 404: {"description": "No such output"}})
+@blp.doc(responses={200: {"description": "The file"}, 401: {"description": "A download password is needed"},
+                    404: {"description": "No such output"}, 410: {"description": "The output expired"}})
 def download(output_id: str) -> Response:
-    """Download an output (byte ranges supported; ?encoding=base64 for base64)"""
+    """Download an output (byte ranges supported; ?encoding=base64 for base64). A protected output
+    needs one of its passwords in X-Oc-Download-Password, X-Api2convert-Download-Password or the
+    cookie x-oc-download-password (comma-separated candidates)."""
     output = session().get(OutputFile, output_id)
-    if output is None or output.status != "enabled":
+    if output is None:
         raise NotFound("Output not found.")
+    created = rep.aware(output.created_at)
+    if output.status == "expired" or created + timedelta(seconds=config().output_ttl_seconds) <= utcnow():
+        raise Gone("This output has expired and its file was deleted.")
+    _require_password(output)
     path = storage().output_path(output.storage_key)
     if not path.exists():
         raise NotFound("Output not found.")
@@ -106,6 +127,22 @@ def download(output_id: str) -> Response:
                              etag=output.checksum, max_age=0)
     response.headers["Content-Disposition"] = content_disposition(output.filename)
     return response
+
+
+def _require_password(output: OutputFile) -> None:
+    hashes = [*output.job.download_passwords, *output.password_hashes]
+    if not hashes:
+        return
+    sent = [request.headers.get(name, "") for name in PASSWORD_HEADERS] + [request.cookies.get(PASSWORD_COOKIE, "")]
+    candidates = [part.strip() for value in sent for part in value.split(",") if part.strip()]
+    if not candidates:
+        raise NotAllowed("This output is protected: send its download password in X-Oc-Download-Password.")
+    failures = PasswordFailures(redis_for(config().redis_url), config().max_password_failures)
+    address = request.remote_addr or "unknown"
+    failures.check(address)
+    if not password_matches(candidates, hashes):
+        failures.record(address)
+        raise NotAllowed("Wrong download password.")
 
 
 def _base64_chunks(path: Path) -> Iterator[bytes]:

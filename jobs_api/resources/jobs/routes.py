@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response
+from flask import Response, request
 from flask.views import MethodView
 
 from jobs_api import representation as rep
-from jobs_api.errors import NotFound
+from jobs_api.errors import NotFound, RequestInvalid
 from jobs_api.models import Conversion, InputFile, Job, OutputFile
 from jobs_api.resources.jobs import schemas
 from jobs_api.web import Blueprint, api_key_id, config, load_job, service
@@ -16,10 +16,23 @@ blp = Blueprint("jobs", __name__, url_prefix="/v2/jobs", description="Conversion
 
 
 X_COUNT = {"X-Count": {"description": "Total number of matching jobs", "schema": {"type": "integer"}}}
+IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"},
+               "description": "The same key (printable ASCII, at most 255 characters) within 24 h "
+                              "returns the job it created instead of creating another."}
 
 
 def _job(job: Job) -> dict[str, Any]:
     return rep.job_json(job, config())
+
+
+def _idempotency_key() -> str | None:
+    value = request.headers.get("Idempotency-Key")
+    if value is None:
+        return None
+    if not 0 < len(value) <= 255 or not value.isascii() or not value.isprintable():
+        raise RequestInvalid("Invalid Idempotency-Key.",
+                             {"Idempotency-Key": ["printable ASCII, 1 to 255 characters"]})
+    return value
 
 
 def _find(items: list[Any], item_id: str, what: str) -> Any:
@@ -40,9 +53,10 @@ class Jobs(MethodView):
 
     @blp.arguments(schemas.JobCreate)
     @blp.response(201, schemas.JobOut)
+    @blp.doc(parameters=[IDEMPOTENCY])
     def post(self, body: dict[str, Any]) -> Any:
         """Create a job; it starts at once when complete and process is true"""
-        return _job(service().create(api_key_id(), body))
+        return _job(service().create(api_key_id(), body, idempotency_key=_idempotency_key()))
 
 
 @blp.route("/<job_id>")
@@ -157,10 +171,23 @@ def _input(job_id: str, input_id: str) -> tuple[Job, InputFile]:
 
 @blp.route("/<job_id>/output")
 class Outputs(MethodView):
+    @blp.arguments(schemas.OutputListQuery, location="query")
     @blp.response(200, schemas.OutputOut(many=True))
-    def get(self, job_id: str) -> Any:
-        """List the job's outputs"""
-        return [rep.output_json(item, config()) for item in load_job(job_id).outputs]
+    def get(self, query: dict[str, Any], job_id: str) -> Any:
+        """List the job's outputs (of one conversion or input, if asked)"""
+        return [rep.output_json(item, config()) for item in _outputs(job_id, query)]
+
+    @blp.arguments(schemas.OutputPatch)
+    @blp.response(200, schemas.OutputOut(many=True))
+    def patch(self, body: dict[str, Any], job_id: str) -> Any:
+        """Rename every output or set their own download password"""
+        return [rep.output_json(item, config()) for item in service().update_outputs(_outputs(job_id, {}), body)]
+
+
+def _outputs(job_id: str, query: dict[str, Any]) -> list[OutputFile]:
+    return [item for item in load_job(job_id).outputs
+            if query.get("conversion_id") in (None, item.conversion_id)
+            and query.get("input_id") in (None, *item.input_ids)]
 
 
 @blp.route("/<job_id>/output/<output_id>")
@@ -173,8 +200,8 @@ class OutputItem(MethodView):
     @blp.arguments(schemas.OutputPatch)
     @blp.response(200, schemas.OutputOut)
     def patch(self, body: dict[str, Any], job_id: str, output_id: str) -> Any:
-        """Rename an output's download (the extension stays)"""
-        return rep.output_json(service().update_output(_output(job_id, output_id), body), config())
+        """Rename an output's download (the extension stays) or set its own download password"""
+        return rep.output_json(service().update_outputs([_output(job_id, output_id)], body)[0], config())
 
     @blp.response(204)
     def delete(self, job_id: str, output_id: str) -> Any:

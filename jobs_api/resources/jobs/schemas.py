@@ -12,6 +12,14 @@ class Strict(Schema):
         unknown = RAISE
 
 
+def passwords_field() -> fields.List:
+    return fields.List(
+            fields.String(validate=validate.Regexp(r"^[ -~]{1,1000}$", error="printable ASCII, 1 to 1000 characters")),
+        validate=validate.Length(max=10), metadata={
+            "description": "Passwords, any of which opens every output of the job. Stored hashed, never "
+                           "returned; PATCH replaces the whole list (it may change after the job finished)."})
+
+
 class InputSpec(Strict):
     type = fields.String(load_default="remote", validate=validate.OneOf(INPUT_TYPES))
     source = fields.String(required=True, metadata={"description": "URL, base64 content or input id."})
@@ -35,6 +43,7 @@ class JobCreate(Strict):
     fail_on_conversion_error = fields.Boolean(load_default=True)
     callback = fields.String(allow_none=True)
     notify_status = fields.Boolean(load_default=False)
+    download_passwords = passwords_field()
 
 
 class JobPatch(Strict):
@@ -43,11 +52,17 @@ class JobPatch(Strict):
     fail_on_conversion_error = fields.Boolean()
     callback = fields.String(allow_none=True)
     notify_status = fields.Boolean()
+    download_passwords = passwords_field()
 
 
 class JobListQuery(Schema):
     status = fields.String(validate=validate.OneOf([s.value for s in JobStatus]))
     page = fields.Integer(load_default=1, validate=validate.Range(min=1))
+
+
+class OutputListQuery(Schema):
+    conversion_id = fields.String()
+    input_id = fields.String()
 
 
 class ConversionPatch(Strict):
@@ -63,7 +78,10 @@ class InputPatch(Strict):
 
 
 class OutputPatch(Strict):
-    filename = fields.String(required=True)
+    filename = fields.String(metadata={"description": "The download's name WITHOUT the extension."})
+    download_password = fields.String(
+        allow_none=True, validate=validate.Regexp(r"^[ -~]{0,1000}$", error="printable ASCII, at most 1000 characters"),
+        metadata={"description": "The output's own password; empty or null removes it."})
 
 
 # Responses ------------------------------------------------------------------------

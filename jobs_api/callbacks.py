@@ -1,0 +1,29 @@
+"""Which status changes a job's callback hears about, and the exact body it gets.
+
+The body is taken when the status changes, so each delivery (and each of its retries)
+tells that moment, byte for byte. Both the API and the worker queue deliveries with it.
+"""
+from __future__ import annotations
+
+import json
+
+from jobs_api import file_conversion
+from jobs_api.config import Config
+from jobs_api.models import Job, JobStatus
+from jobs_api.representation import job_json
+
+FINAL = (JobStatus.COMPLETED.value, JobStatus.FAILED.value)
+
+
+def wanted(job: Job) -> bool:
+    """Every change with notify_status (a /v2 flag), otherwise only completed and failed."""
+    if not job.callback:
+        return False
+    if job.notify_status and job.dialect != file_conversion.DIALECT:
+        return True
+    return job.status in FINAL
+
+
+def body(job: Job, config: Config) -> str:
+    shape = file_conversion.webhook_body if job.dialect == file_conversion.DIALECT else job_json
+    return json.dumps(shape(job, config))
