@@ -48,8 +48,8 @@ def stats(session: Session, key_id: str, unit: str, value: str, scope: str) -> l
 
 def _key_stats(session: Session, key: ApiKey, in_period: Any, period: str) -> dict[str, Any]:
     mine = (Job.api_key_id == key.id) & in_period
-    by_status: dict[str, int] = {status: count for status, count in session.execute(
-        select(Job.status, func.count()).where(mine).group_by(Job.status)).tuples()}
+    by_status: dict[str, int] = {row[0]: row[1] for row in session.execute(
+        select(Job.status, func.count()).where(mine).group_by(Job.status))}
     inputs, input_bytes = session.execute(
         select(func.count(InputFile.id), func.coalesce(func.sum(InputFile.size), 0)).join(Job).where(mine)).one()
     outputs, output_bytes, downloads = session.execute(

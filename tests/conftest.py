@@ -84,6 +84,11 @@ def service_env(settings: Config) -> dict[str, str]:
         "MAX_DURATION_SECONDS": str(settings.max_duration_seconds),
         "FFMPEG_TIMEOUT_SECONDS": str(settings.ffmpeg_timeout_seconds),
         "DOWNLOAD_TIMEOUT_SECONDS": str(settings.download_timeout_seconds),
+        "OUTPUT_TTL": str(settings.output_ttl_seconds),
+        "SWEEP_INTERVAL_SECONDS": str(settings.sweep_interval_seconds),
+        "MAX_CONCURRENT_JOBS": str(settings.max_concurrent_jobs),
+        "MAX_JOBS_PER_MINUTE": str(settings.max_jobs_per_minute),
+        "MAX_PASSWORD_FAILURES": str(settings.max_password_failures),
     }
 
 
@@ -276,16 +281,20 @@ class LiveService:
     def __init__(self, url: str, settings: Config, processes: list[subprocess.Popen[bytes]]) -> None:
         self.url, self.settings, self.processes = url, settings, processes
 
+    def stop(self) -> None:
+        for process in self.processes:
+            os.killpg(process.pid, 15)
+        for process in self.processes:
+            process.wait(timeout=20)
 
-@pytest.fixture(scope="session")
-def live(config: Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
-    """The service as users run it: `jobs-api serve` (gunicorn) and `jobs-api worker`."""
+
+def start_service(settings: Config, logs: Path, extra_env: dict[str, str] | None = None) -> LiveService:
+    """`jobs-api serve` (gunicorn) and `jobs-api worker` as processes, on a free port."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    settings = config.replace(public_url=url, queue_name="test-live")
+    settings = settings.replace(public_url=url)
     env = {**os.environ, **service_env(settings), "PORT": str(port), "HOST": "127.0.0.1",
-           "WEB_CONCURRENCY": "2"}
-    logs = tmp_path_factory.mktemp("live-logs")
+           "WEB_CONCURRENCY": "2", **(extra_env or {})}
     command = [sys.executable, "-m", "jobs_api.cli"]
     processes = [
         subprocess.Popen([*command, "serve"], env=env, stdout=(logs / "api.log").open("wb"),
@@ -293,14 +302,21 @@ def live(config: Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[L
         subprocess.Popen([*command, "worker"], env=env, stdout=(logs / "worker.log").open("wb"),
                          stderr=subprocess.STDOUT, start_new_session=True),
     ]
+    service = LiveService(url, settings, processes)
     try:
         wait_for_port(port)
-        yield LiveService(url, settings, processes)
-    finally:
-        for process in processes:
-            os.killpg(process.pid, 15)
-        for process in processes:
-            process.wait(timeout=20)
+    except RuntimeError:
+        service.stop()
+        raise
+    return service
+
+
+@pytest.fixture(scope="session")
+def live(config: Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
+    """The service as users run it: `jobs-api serve` (gunicorn) and `jobs-api worker`."""
+    service = start_service(config.replace(queue_name="test-live"), tmp_path_factory.mktemp("live-logs"))
+    yield service
+    service.stop()
 
 
 def wait_for_job(url: str, job_id: str, key: str, seconds: float = 60, until: tuple[str, ...] = (

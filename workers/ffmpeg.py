@@ -97,7 +97,7 @@ def probe_args(path: Path) -> list[str]:
         "ffprobe", *COMMON, *INPUT_GUARD,
         "-show_entries",
         "format=format_name,duration,bit_rate:stream=index,codec_type,codec_name,sample_rate,"
-        "channels,bits_per_raw_sample,bits_per_sample,duration,bit_rate",
+        "channels,bits_per_raw_sample,bits_per_sample,duration,bit_rate:stream_tags=DURATION",
         "-of", "json", f"file:{path}",
     ]
 
@@ -120,12 +120,18 @@ def parse_streams(text: str) -> list[SourceInfo]:
     return [_stream_info(stream, container, index) for index, stream in enumerate(streams)]
 
 
+TAGGED_TIME = re.compile(r"^\d+:\d\d:\d\d(\.\d+)?$")
+
+
 def _stream_info(stream: dict[str, Any], container: dict[str, Any], index: int) -> SourceInfo:
     rate = _int(stream.get("sample_rate"))
     channels = _int(stream.get("channels"))
     if not rate or not channels:
         raise NotAudio("audio stream without sample rate or channels")
-    duration = _float(stream.get("duration")) or _float(container.get("duration")) or 0.0
+    # Matroska keeps each track's length in a DURATION tag (HH:MM:SS.fraction) instead.
+    tagged = str(stream.get("tags", {}).get("DURATION", ""))
+    from_tag = parse_time(tagged) if TAGGED_TIME.match(tagged) else 0.0
+    duration = _float(stream.get("duration")) or from_tag or _float(container.get("duration")) or 0.0
     bits = _int(stream.get("bits_per_raw_sample")) or _int(stream.get("bits_per_sample")) or None
     return SourceInfo(
         format_name=str(container.get("format_name", "")),
