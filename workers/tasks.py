@@ -373,8 +373,9 @@ def _publish(ctx: Context, session: Session, job: Job, conversion: Conversion, o
     threshold = options.get("allow_multiple_outputs_threshold") or catalog.DEFAULTS["allow_multiple_outputs_threshold"]
     if len(results) > 1 and (not options.get("allow_multiple_outputs") or len(results) > threshold):
         inputs = list(dict.fromkeys(result.input_id for result in results))
+        names = {item.id: Path(item.filename or "file").stem for item in job.inputs}
         stem = display_name(options.get("output_filename") or "") or (
-            Path(results[0].filename).stem.rsplit("-track", 1)[0] if len(inputs) == 1 else f"{target.name}-files")
+            names[inputs[0]] if len(inputs) == 1 else f"{target.name}-files")
         archive = work / f"{conversion.id}.zip"
         members = _zip(results, archive)
         if archive.stat().st_size >= ctx.config.max_output_bytes:

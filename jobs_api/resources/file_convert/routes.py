@@ -98,7 +98,8 @@ class FileConvert(MethodView):
     @blp.response(200, FileConversionStarted)
     def post(self) -> Any:
         """Convert an audio URL or upload; the answer carries task_id and conversion_id at once"""
-        key_id = _caller()  # before the body is read
+        key_id = _caller()  # before the body is read, as is the key's room for one more job
+        service().require_slot(key_id)
         upload = request.files.get("audio_file")
         has_file = upload is not None and bool(upload.filename or upload.content_length)
         body = file_conversion.job_body(request.form.to_dict(), has_file)
