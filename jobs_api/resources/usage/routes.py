@@ -39,32 +39,19 @@ class ContractOut(Schema):
     usage = fields.Dict(metadata={"description": "running_jobs, jobs_last_minute, jobs_today"})
 
 
-def _stats(unit: str, value: str, scope: str) -> Any:
-    return usage.stats(session(), api_key_id(), unit, value, scope)
-
-
-@blp.route("/stats/day/<day>/<scope>")
-class DayStats(MethodView):
+@blp.route("/stats/<any(day, month, year):unit>/<period>/<scope>")
+class Stats(MethodView):
+    @blp.doc(parameters=[
+        {"name": "unit", "in": "path", "required": True, "schema": {"type": "string", "enum": list(usage.PERIODS)}},
+        {"name": "period", "in": "path", "required": True, "schema": {"type": "string"},
+         "description": "yyyy-mm-dd, yyyy-mm or yyyy (UTC), after unit"},
+        {"name": "scope", "in": "path", "required": True, "schema": {"type": "string", "enum": list(usage.FILTERS)},
+         "description": "single: the calling key; all: every key with its name"},
+    ])
     @blp.response(200, StatsOut(many=True))
-    def get(self, day: str, scope: str) -> Any:
-        """Usage on one day (yyyy-mm-dd, UTC): single = the calling key, all = every key of its name"""
-        return _stats("day", day, scope)
-
-
-@blp.route("/stats/month/<month>/<scope>")
-class MonthStats(MethodView):
-    @blp.response(200, StatsOut(many=True))
-    def get(self, month: str, scope: str) -> Any:
-        """Usage in one month (yyyy-mm, UTC): single = the calling key, all = every key of its name"""
-        return _stats("month", month, scope)
-
-
-@blp.route("/stats/year/<year>/<scope>")
-class YearStats(MethodView):
-    @blp.response(200, StatsOut(many=True))
-    def get(self, year: str, scope: str) -> Any:
-        """Usage in one year (yyyy, UTC): single = the calling key, all = every key of its name"""
-        return _stats("year", year, scope)
+    def get(self, unit: str, period: str, scope: str) -> Any:
+        """Usage in one day, month or year: jobs by status, inputs, outputs, bytes, downloads"""
+        return usage.stats(session(), api_key_id(), unit, period, scope)
 
 
 @blp.route("/contracts")
