@@ -1,4 +1,4 @@
-.PHONY: help run test lint openapi docker
+.PHONY: help run test lint openapi docker bench
 help:           ## list the tasks
 	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 run:            ## set up and run the service on port 8000 (SQLite, ./var, local Redis)
@@ -6,8 +6,10 @@ run:            ## set up and run the service on port 8000 (SQLite, ./var, local
 test:           ## run the tests (TEST_DATABASE_URL=postgresql+psycopg://... for PostgreSQL)
 	./scripts/test.sh
 lint:           ## ruff and mypy
-	.venv/bin/ruff check jobs_api workers tests migrations && .venv/bin/mypy jobs_api workers
+	.venv/bin/ruff check jobs_api workers tests migrations bench && .venv/bin/mypy jobs_api workers
 openapi:        ## regenerate openapi.yaml from the code
 	.venv/bin/flask --app jobs_api.wsgi openapi write --format yaml openapi.yaml
+bench:          ## benchmarks against raw ffmpeg; tables appended to bench/RESULTS.md
+	.venv/bin/python bench/small_file.py && .venv/bin/python bench/throughput.py && .venv/bin/python bench/large_file.py
 docker:         ## build the image
 	docker build -t jobs-api .

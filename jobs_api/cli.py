@@ -39,7 +39,7 @@ def serve(config: Config) -> None:
 
 
 def worker(config: Config, burst: bool) -> None:
-    from rq import Worker
+    from rq import SimpleWorker
     from rq.serializers import JSONSerializer
 
     from workers import sweeper
@@ -48,7 +48,10 @@ def worker(config: Config, burst: bool) -> None:
     queue = queue_for(config)
     sweeper.schedule(config, after=0)  # unless a sweep is scheduled already
     # with_scheduler: callback retries and sweeps are scheduled jobs (enqueue_in), never a sleeping worker.
-    Worker([queue], connection=redis_for(config.redis_url), serializer=JSONSerializer).work(
+    # SimpleWorker runs tasks in this process instead of forking one per task: the database
+    # engine and imports are set up once, which is most of a short job's overhead
+    # (bench/small_file.py). ffmpeg still runs in its own process group under a deadline.
+    SimpleWorker([queue], connection=redis_for(config.redis_url), serializer=JSONSerializer).work(
         burst=burst, with_scheduler=True)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs_api.catalog import CHANNELS, DEFAULTS, TAGS, Codec, Target, parse_time
+from jobs_api.config import Config
 
 # Demuxers we accept. Everything else (HLS playlists, concat lists, images, ...) is
 # refused at probe time, whatever the file is called; this is what stops a playlist
@@ -52,6 +53,11 @@ class Limits:
     max_channels: int
     max_sample_rate: int
 
+    @classmethod
+    def of(cls, config: Config) -> Limits:
+        return cls(max_duration=config.max_duration_seconds, max_output_bytes=config.max_output_bytes,
+                   max_channels=config.max_channels, max_sample_rate=config.max_sample_rate)
+
 
 @dataclass(frozen=True)
 class Normalization:
@@ -90,6 +96,7 @@ class Plan:
     tags: tuple[tuple[str, str], ...] = ()
     clear_tags: bool = False
     stream: int = 0  # the input's audio stream to convert
+    codec_name: str = ""  # the catalog's name of the codec (mp3, vorbis, flac, ...)
 
 
 def probe_args(path: Path) -> list[str]:
@@ -173,6 +180,7 @@ def plan_conversion(target: Target, options: dict[str, Any], source: SourceInfo,
         codec=encoder, sample_fmt=sample_fmt, sample_rate=rate, channels=channels,
         bit_depth=depth, bitrate_k=bitrate, start=start, duration=duration, target=target,
         codec_args=codec_args, normalization=_normalization(options), stream=source.stream,
+        codec_name=codec.name,
     )
 
 

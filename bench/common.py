@@ -1,0 +1,175 @@
+"""What every benchmark shares: a service started as users start it, generated audio, timing,
+and the table each script prints and appends to bench/RESULTS.md.
+
+Every figure is a ratio against a baseline measured in the same run on the same machine
+(raw ffmpeg, usually), so results from different machines can be compared.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "RESULTS.md"
+PYTHON = sys.executable
+
+
+@dataclass
+class Service:
+    url: str
+    key: str
+    root: Path
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def api_pids(self) -> list[int]:
+        """gunicorn's master and its workers."""
+        master = self.processes[0].pid
+        children = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout.split()
+        return [master, *(int(pid) for pid in children)]
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    args = argparse.ArgumentParser(description=description)
+    args.add_argument("--tiny", action="store_true", help="a few seconds of audio: checks that the script runs")
+    args.add_argument("--results", type=Path, default=RESULTS, help="the Markdown file the table is appended to")
+    return args
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def service(workers: int | None = None, env: dict[str, str] | None = None) -> Iterator[Service]:
+    """`jobs-api serve` and one `jobs-api worker` per core, on SQLite (or DATABASE_URL) in a
+    temporary folder, with their own Redis queue; stopped and removed afterwards."""
+    root = Path(tempfile.mkdtemp(prefix="jobs-api-bench-"))
+    port = free_port()
+    settings = {
+        "DATABASE_URL": os.environ.get("BENCH_DATABASE_URL", f"sqlite:///{root}/jobs.db"),
+        "STORAGE_DIR": str(root / "storage"),
+        "PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "QUEUE_NAME": f"bench-{port}",
+        "OUTBOUND_ALLOW": "127.0.0.1",  # the generated inputs are served from loopback
+        "MAX_CONCURRENT_JOBS": "0",
+        "MAX_JOBS_PER_MINUTE": "0",
+        "MAX_INPUT_BYTES": str(4 * 1024**3),
+        "MAX_OUTPUT_BYTES": str(4 * 1024**3),
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+        **(env or {}),
+    }
+    full_env = {**os.environ, **settings}
+    cli = [PYTHON, "-m", "jobs_api.cli"]
+    subprocess.run([*cli, "migrate"], env=full_env, check=True, capture_output=True)
+    key = subprocess.run([*cli, "keys", "create", "bench"], env=full_env, check=True,
+                         capture_output=True, text=True).stdout.strip()
+    logs = (root / "service.log").open("wb")
+    processes = [subprocess.Popen([*cli, "serve"], env=full_env, stdout=logs, stderr=subprocess.STDOUT,
+                                  start_new_session=True)]
+    for _ in range(workers or os.cpu_count() or 1):
+        processes.append(subprocess.Popen([*cli, "worker"], env=full_env, stdout=logs, stderr=subprocess.STDOUT,
+                                          start_new_session=True))
+    running = Service(f"http://127.0.0.1:{port}", key, root, processes)
+    try:
+        _wait_for_port(port)
+        yield running
+    finally:
+        for process in processes:
+            os.killpg(process.pid, 15)
+        for process in processes:
+            process.wait(timeout=30)
+        subprocess.run(["rm", "-rf", str(root)], check=False)
+
+
+def _wait_for_port(port: int, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"the service did not start on port {port}")
+
+
+def make_audio(path: Path, seconds: float, source: str = "pink") -> Path:
+    """Generated 44.1 kHz stereo 16-bit WAV: varying pink noise (music-like to the encoders)."""
+    graph = {
+        "pink": f"anoisesrc=color=pink:duration={seconds}:sample_rate=44100:amplitude=0.3,"
+                "volume='0.5+0.4*sin(2*PI*t/7)':eval=frame",
+        "tone": f"sine=frequency=440:duration={seconds}:sample_rate=44100",
+    }[source]
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", graph,
+                    "-ac", "2", "-c:a", "pcm_s16le", str(path)], check=True)
+    return path
+
+
+def timed(command: Sequence[str]) -> float:
+    """Seconds one command takes, run to completion."""
+    start = time.perf_counter()
+    subprocess.run(list(command), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    memory = int(Path("/proc/meminfo").read_text().split()[1]) // (1024 * 1024)
+    ffmpeg = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True).stdout.split()[2]
+    return f"{os.cpu_count()} cores ({cpu}), {memory} GiB, Python {platform.python_version()}, ffmpeg {ffmpeg}"
+
+
+def report(title: str, header: Sequence[str], rows: Sequence[Sequence[object]], results: Path,
+           notes: Sequence[str] = ()) -> str:
+    """Print a Markdown table with the machine, date and command, and append it to `results`."""
+    lines = [
+        f"## {title}",
+        "",
+        f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        f"- machine: {machine()}",
+        f"- command: `{shlex.join(['python', *sys.argv])}`",
+        *[f"- {note}" for note in notes],
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *["| " + " | ".join(_cell(value) for value in row) + " |" for row in rows],
+        "",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    with results.open("a", encoding="utf-8") as handle:
+        handle.write(text + "\n")
+    return text
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)

@@ -1,0 +1,86 @@
+"""Large-file overhead: a 10-minute 44.1 kHz stereo WAV uploaded, converted (FLAC, MP3,
+EBU-normalized AAC) and downloaded through the service, against raw ffmpeg doing the same
+conversion (the same command lines the worker builds) on the same file.
+
+    python bench/large_file.py            # 10 minutes of audio
+    python bench/large_file.py --tiny     # 5 seconds: checks that it runs
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import Service, make_audio, median, parser, report, service, timed  # noqa: E402
+from jobs_api import catalog  # noqa: E402
+from jobs_api.config import Config  # noqa: E402
+from workers import ffmpeg, runner  # noqa: E402
+
+CASES = {  # name: (target, options)
+    "FLAC": ("flac", {}),
+    "MP3": ("mp3", {}),
+    "AAC, EBU R128": ("aac", {"normalize": True, "normalize_type": "ebu", "normalize_target_level_ebu": -16,
+                              "normalize_true_peak_ebu": -1.5}),
+}
+
+
+def through_service(running: Service, source: Path, target: str, options: dict[str, object], out: Path) -> float:
+    """Seconds from the job's creation (the upload's first byte follows) to the download's last byte."""
+    headers = {"X-Oc-Api-Key": running.key}
+    start = time.perf_counter()
+    job = requests.post(f"{running.url}/v2/jobs", headers=headers, timeout=30,
+                        json={"conversion": [{"target": target, "options": options}]}).json()
+    subprocess.run(["curl", "-sS", "--fail", "-o", "/dev/null", "-H", f"X-Oc-Token: {job['token']}",
+                    "-F", f"file=@{source}", f"{job['server']}/upload-file/{job['id']}"], check=True)
+    while True:
+        state = requests.get(f"{running.url}/v2/jobs/{job['id']}", headers=headers, timeout=30).json()
+        if state["status"]["code"] in ("completed", "failed"):
+            break
+        time.sleep(0.02)
+    if state["status"]["code"] != "completed":
+        raise RuntimeError(f"the job failed: {state['errors']}")
+    subprocess.run(["curl", "-sS", "--fail", "-o", str(out), state["output"][0]["uri"]], check=True)
+    return time.perf_counter() - start
+
+
+def raw_ffmpeg(source: Path, target: str, options: dict[str, object], out: Path) -> float:
+    """The worker's own ffmpeg passes, run directly: measure and encode for normalization."""
+    limits = ffmpeg.Limits.of(Config.from_env())
+    info = ffmpeg.parse_probe(runner.run(ffmpeg.probe_args(source), deadline_seconds=60))
+    plan = ffmpeg.plan_conversion(catalog.TARGETS[target], options, info, limits)
+    start = time.perf_counter()
+    if plan.normalization is not None:
+        log = runner.run_for_log(ffmpeg.measure_args(source, plan, ("ebu",)), deadline_seconds=3600)
+        filters, _method = ffmpeg.gain_filters(plan.normalization, ffmpeg.parse_levels(log), plan)
+        plan = replace(plan, filters=filters)
+    timed(ffmpeg.convert_args(source, out, plan, limits))
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    args = parser(__doc__.splitlines()[0]).parse_args()
+    seconds = 5 if args.tiny else 600
+    runs = 1 if args.tiny else 3
+    with tempfile.TemporaryDirectory() as folder:
+        source = make_audio(Path(folder) / "long.wav", seconds)
+        rows = []
+        with service() as running:
+            for name, (target, options) in CASES.items():
+                ours = [through_service(running, source, target, options, Path(folder) / f"ours.{target}")
+                        for _ in range(runs)]
+                base = [raw_ffmpeg(source, target, options, Path(folder) / f"raw.{target}") for _ in range(runs)]
+                rows.append((name, median(base), median(ours), median(ours) / median(base)))
+    report("Large file: upload, convert, download vs raw ffmpeg",
+           ("conversion", "raw ffmpeg s", "service s", "ratio"), rows, args.results,
+           notes=[f"input: {seconds} s 44.1 kHz stereo 16-bit WAV ({source.name}), median of {runs} runs",
+                  "service: create job, curl multipart upload, poll every 20 ms, curl download"])
+
+
+if __name__ == "__main__":
+    main()

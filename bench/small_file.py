@@ -1,0 +1,80 @@
+"""Small-file latency: a 5-second clip given by URL, from POST to `completed` (polling every
+10 ms) plus the download, against raw ffmpeg converting the same file (the worker's command).
+
+    python bench/small_file.py            # 20 runs
+    python bench/small_file.py --tiny     # 3 runs
+"""
+from __future__ import annotations
+
+import sys
+import tempfile
+import threading
+import time
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import Service, make_audio, median, parser, report, service, timed  # noqa: E402
+from jobs_api import catalog  # noqa: E402
+from jobs_api.config import Config  # noqa: E402
+from workers import ffmpeg, runner  # noqa: E402
+
+TARGET = "mp3"
+
+
+class Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+
+def through_service(running: Service, url: str) -> float:
+    headers = {"X-Oc-Api-Key": running.key}
+    with requests.Session() as http:
+        start = time.perf_counter()
+        job = http.post(f"{running.url}/v2/jobs", headers=headers, timeout=30, json={
+            "input": [{"type": "remote", "source": url}], "conversion": [{"target": TARGET}]}).json()
+        while True:
+            state = http.get(f"{running.url}/v2/jobs/{job['id']}", headers=headers, timeout=30).json()
+            if state["status"]["code"] in ("completed", "failed"):
+                break
+            time.sleep(0.01)
+        if state["status"]["code"] != "completed":
+            raise RuntimeError(f"the job failed: {state['errors']}")
+        http.get(state["output"][0]["uri"], timeout=30).raise_for_status()
+        return time.perf_counter() - start
+
+
+def raw_ffmpeg(source: Path, out: Path) -> float:
+    info = ffmpeg.parse_probe(runner.run(ffmpeg.probe_args(source), deadline_seconds=60))
+    limits = ffmpeg.Limits.of(Config.from_env())
+    plan = ffmpeg.plan_conversion(catalog.TARGETS[TARGET], {}, info, limits)
+    return timed(ffmpeg.convert_args(source, out, plan, limits))
+
+
+def main() -> None:
+    args = parser(__doc__.splitlines()[0]).parse_args()
+    runs = 3 if args.tiny else 20
+    with tempfile.TemporaryDirectory() as folder:
+        source = make_audio(Path(folder) / "clip.wav", 5)
+        server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=folder))
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}/clip.wav"
+        with service() as running:
+            through_service(running, url)  # warm-up: imports, connections
+            ours = [through_service(running, url) for _ in range(runs)]
+        base = [raw_ffmpeg(source, Path(folder) / "raw.mp3") for _ in range(runs)]
+        server.shutdown()
+    overhead_ms = (median(ours) - median(base)) * 1000
+    report("Small file: URL input to downloaded result vs raw ffmpeg",
+           ("runs", "raw ffmpeg median s", "service median s", "overhead ms", "goal ms"),
+           [(runs, median(base), median(ours), overhead_ms, 100)], args.results,
+           notes=["input: 5 s 44.1 kHz stereo WAV served over HTTP on loopback, to mp3",
+                  "service: POST with a remote input, poll GET every 10 ms, GET the output"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Throughput: 200 five-second clips submitted at once (URL inputs, to mp3), one worker per
+core, jobs per second against `xargs -P <cores> ffmpeg` with the worker's command on the same
+files.
+
+    python bench/throughput.py            # 200 clips
+    python bench/throughput.py --tiny     # 8 one-second clips
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import make_audio, parser, report, service  # noqa: E402
+from bench.small_file import Quiet  # noqa: E402
+from jobs_api import catalog  # noqa: E402
+from jobs_api.config import Config  # noqa: E402
+from workers import ffmpeg, runner  # noqa: E402
+
+
+def main() -> None:
+    args = parser(__doc__.splitlines()[0]).parse_args()
+    count, seconds = (8, 1) if args.tiny else (200, 5)
+    cores = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        first = make_audio(root / "clip0.wav", seconds)
+        clips = [first] + [root / f"clip{n}.wav" for n in range(1, count)]
+        for clip in clips[1:]:
+            clip.write_bytes(first.read_bytes())
+
+        # Baseline: the worker's ffmpeg command for each clip, `cores` at a time.
+        limits = ffmpeg.Limits.of(Config.from_env())
+        plan = ffmpeg.plan_conversion(catalog.TARGETS["mp3"], {},
+                                      ffmpeg.parse_probe(runner.run(ffmpeg.probe_args(first), deadline_seconds=60)),
+                                      limits)
+        lines = "\n".join(shlex.join(ffmpeg.convert_args(clip, clip.with_suffix(".mp3"), plan, limits))
+                          for clip in clips)
+        start = time.perf_counter()
+        subprocess.run(["xargs", "-P", str(cores), "-I", "{}", "sh", "-c", "{} >/dev/null 2>&1"],
+                       input=lines, text=True, check=True)
+        baseline = count / (time.perf_counter() - start)
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=folder))
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        base_url = f"http://127.0.0.1:{server.server_address[1]}"
+        with service(workers=cores) as running:
+            headers = {"X-Oc-Api-Key": running.key}
+
+            def submit(clip: Path) -> None:
+                requests.post(f"{running.url}/v2/jobs", headers=headers, timeout=60, json={
+                    "input": [{"type": "remote", "source": f"{base_url}/{clip.name}"}],
+                    "conversion": [{"target": "mp3"}]}).raise_for_status()
+
+            start = time.perf_counter()
+            with ThreadPoolExecutor(32) as pool:
+                list(pool.map(submit, clips))
+            done = 0
+            while done < count:
+                time.sleep(0.05)
+                done = sum(int(requests.get(f"{running.url}/v2/jobs", params={"status": status}, headers=headers,
+                                            timeout=30).headers["X-Count"]) for status in ("completed", "failed"))
+            ours = count / (time.perf_counter() - start)
+            failed = int(requests.get(f"{running.url}/v2/jobs", params={"status": "failed"}, headers=headers,
+                                      timeout=30).headers["X-Count"])
+        server.shutdown()
+    report("Throughput: many small jobs at once vs xargs -P ffmpeg",
+           ("clips", "workers", "xargs jobs/s", "service jobs/s", "ratio", "failed"),
+           [(count, cores, baseline, ours, ours / baseline, failed)], args.results,
+           notes=[f"input: {count} copies of a {seconds} s 44.1 kHz stereo WAV, to mp3; "
+                  "the service gets them as URL inputs from a loopback HTTP server, 32 submitting threads"])
+
+
+if __name__ == "__main__":
+    main()
