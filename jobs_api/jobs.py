@@ -134,15 +134,17 @@ class JobService:
         return job
 
     def update(self, job: Job, body: dict[str, Any]) -> Job:
-        """Change a job. Its download passwords can change at any time, the rest only before it starts."""
+        """Change a job. Its download passwords can change at any time, the rest only before it
+        starts; a refused change (409, 429, 400) changes nothing, passwords included."""
+        if set(body) - {"download_passwords"}:
+            self._require_editable(job)
+            if body.get("process") and not job.process and job.inputs and job.conversions:
+                self.require_slot(job.api_key_id)
         if "download_passwords" in body:
             job.download_passwords = self._passwords(body["download_passwords"])
-            self.session.commit()
         if set(body) <= {"download_passwords"}:
+            self.session.commit()
             return job
-        self._require_editable(job)
-        if body.get("process") and not job.process and job.inputs and job.conversions:
-            self.require_slot(job.api_key_id)
         for name in ("process", "fail_on_input_error", "fail_on_conversion_error", "notify_status"):
             if name in body:
                 setattr(job, name, body[name])

@@ -188,6 +188,10 @@ def test_patching_the_job_replaces_its_passwords(client: Any, config: Any, heade
     output = job["output"][0]
     client.environ_base["REMOTE_ADDR"] = "10.9.9.2"
     assert send_in("cookie", client, output, "second").status_code == 200
+    refused = client.patch(f"/v2/jobs/{job['id']}", json={"download_passwords": ["rotated"], "process": True},
+                           headers=headers)
+    assert refused.status_code == 409  # the job has finished: nothing of that PATCH applies
+    assert send_in("cookie", client, output, "second").status_code == 200
     patched = client.patch(f"/v2/jobs/{job['id']}", json={"download_passwords": ["rotated"]}, headers=headers)
     assert patched.status_code == 200 and "download_passwords" not in patched.get_json()
     assert send_in("cookie", client, output, "second").status_code == 401
