@@ -14,11 +14,10 @@ from pathlib import Path
 
 from rq import get_current_job
 from rq.job import Job as RQJob
-from sqlalchemy import and_, exists, select
+from sqlalchemy import exists, select
 from sqlalchemy.orm import Session, aliased
 
 from jobs_api.config import Config
-from jobs_api.lifecycle import transition
 from jobs_api.models import FINISHED, InputFile, Job, JobStatus, OutputFile, utcnow
 from jobs_api.storage import remove_quietly
 from workers import tasks
@@ -107,8 +106,7 @@ def _fail_stuck_jobs(ctx: tasks.Context, session: Session) -> int:
         Job.status.in_([JobStatus.DOWNLOADING.value, JobStatus.PROCESSING.value]),
         Job.modified_at <= now - timedelta(seconds=deadline))).all()
     queued = session.scalars(select(Job.id).where(
-        and_(Job.status == JobStatus.QUEUED.value, Job.modified_at <= now - timedelta(seconds=LOST_AFTER_SECONDS))
-    )).all()
+        Job.status == JobStatus.QUEUED.value, Job.modified_at <= now - timedelta(seconds=LOST_AFTER_SECONDS))).all()
     connection = redis_for(ctx.config.redis_url)
     lost = [job_id for job_id in queued if not RQJob.exists(rq_job_id(PROCESS_JOB, (job_id,)) or "", connection)]
     reasons = {job_id: f"The job did not finish within {deadline} s (its worker may have stopped); "
@@ -116,11 +114,7 @@ def _fail_stuck_jobs(ctx: tasks.Context, session: Session) -> int:
     reasons.update({job_id: "The job was lost from the queue (Redis was emptied or restarted without its "
                             "data); please submit it again." for job_id in lost})
     for job_id, message in reasons.items():
-        if transition(session, job_id, JobStatus.FAILED, info=message,
-                      allowed_from=[JobStatus.QUEUED, JobStatus.DOWNLOADING, JobStatus.PROCESSING]):
-            job = session.get(Job, job_id)
-            assert job is not None
-            job.errors = [*job.errors, tasks.error_message("job", job_id, tasks.Code.STUCK, message)]
+        if tasks.fail(session, job_id, "job", job_id, tasks.Code.STUCK, message):
             session.commit()
             ctx.storage.remove_work_dirs(job_id)
             tasks.announce(ctx, session, job_id)

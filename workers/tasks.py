@@ -105,7 +105,7 @@ def process_job(job_id: str) -> str:
             # Unexpected: the job fails with a generic message; details go to the log
             # (and to RQ's failed registry when we re-raise).
             session.rollback()
-            _fail(session, job_id, "job", job_id, Code.CONVERSION_FAILED,
+            fail(session, job_id, "job", job_id, Code.CONVERSION_FAILED,
                   "An internal error stopped the conversion. Please try again.")
             session.commit()
             announce(ctx, session, job_id)
@@ -151,7 +151,7 @@ def _run(ctx: Context, session: Session, job: Job) -> str:
                 if _problem(session, job, "conversion", conversion.id, problem, job.fail_on_conversion_error):
                     return "failed"
     if not job.outputs:
-        _fail(session, job.id, "job", job.id, Code.NO_OUTPUT, "The job produced no output.")
+        fail(session, job.id, "job", job.id, Code.NO_OUTPUT, "The job produced no output.")
         session.commit()
         return "failed"
     session.execute(update(Job).where(Job.id == job.id).values(progress=100))
@@ -165,7 +165,7 @@ def _run(ctx: Context, session: Session, job: Job) -> str:
 def _problem(session: Session, job: Job, source: str, source_id: str, problem: JobProblem, fatal: bool) -> bool:
     """Record a problem as the job's failure (returns True) or as a warning."""
     if fatal:
-        _fail(session, job.id, source, source_id, problem.code, problem.message)
+        fail(session, job.id, source, source_id, problem.code, problem.message)
         session.commit()
         return True
     job.warnings = [*job.warnings, error_message(source, source_id, problem.code, problem.message)]
@@ -173,12 +173,15 @@ def _problem(session: Session, job: Job, source: str, source_id: str, problem: J
     return False
 
 
-def _fail(session: Session, job_id: str, source: str, source_id: str, code: int, message: str) -> None:
+def fail(session: Session, job_id: str, source: str, source_id: str, code: int, message: str) -> bool:
+    """Move a started job to failed with this error; False if it was no longer running. The caller commits."""
     job = session.get(Job, job_id)
     assert job is not None
-    if transition(session, job_id, JobStatus.FAILED, info=message,
-                  allowed_from=[JobStatus.QUEUED, JobStatus.DOWNLOADING, JobStatus.PROCESSING]):
-        job.errors = [*job.errors, error_message(source, source_id, code, message)]
+    if not transition(session, job_id, JobStatus.FAILED, info=message,
+                      allowed_from=[JobStatus.QUEUED, JobStatus.DOWNLOADING, JobStatus.PROCESSING]):
+        return False
+    job.errors = [*job.errors, error_message(source, source_id, code, message)]
+    return True
 
 
 def error_message(source: str, source_id: str, code: int, message: str) -> dict[str, Any]:
@@ -260,11 +263,8 @@ def _check_canceled(session: Session, job_id: str) -> None:
         raise Canceled()
 
 
-def _probe(path: Path) -> ffmpeg.SourceInfo:
-    return _probe_streams(path)[0]
-
-
-def _probe_streams(path: Path) -> list[ffmpeg.SourceInfo]:
+def _probe(path: Path) -> list[ffmpeg.SourceInfo]:
+    """Every audio stream of the file, or a JobProblem for the user."""
     try:
         text = runner.run(ffmpeg.probe_args(path), deadline_seconds=PROBE_SECONDS)
     except runner.ProcessTimedOut as exc:
@@ -312,7 +312,7 @@ def _convert(
         source_path = _speak(ctx, source_path, options, work / f"{conversion.id}-{item.id}-speech.wav", progress)
     elif "language_tts" in conversion.options:
         notes.append("language_tts ignored: the input is audio, not plain text.")
-    streams = _probe_streams(source_path)
+    streams = _probe(source_path)
     stem = display_name(options.get("output_filename") or "") or Path(item.filename or "file").stem or "file"
     results = []
     for source in streams:
@@ -330,7 +330,7 @@ def _convert_stream(
     ctx: Context, job: Job, conversion: Conversion, options: dict[str, Any], source_path: Path,
     source: ffmpeg.SourceInfo, partial: Path, progress: _Progress, notes: list[str],
 ) -> dict[str, Any]:
-    """Encode one audio stream to `partial`; returns what ffprobe reports on the result."""
+    """Encode one audio stream to `partial`; returns the result's metadata."""
     target = catalog.TARGETS[conversion.target]
     if source.duration > ctx.config.max_duration_seconds:
         raise JobProblem(
@@ -394,10 +394,10 @@ def _zip(results: list[Result], archive: Path) -> list[dict[str, Any]]:
     members, taken = [], set()
     with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as packed:
         for result in results:
+            stem, _dot, extension = result.filename.rpartition(".")
             name, count = result.filename, 1
             while name.lower() in taken:
                 count += 1
-                stem, dot, extension = result.filename.rpartition(".")
                 name = f"{stem} ({count}).{extension}"
             taken.add(name.lower())
             packed.write(result.path, arcname=name)
