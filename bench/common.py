@@ -21,6 +21,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+import requests
+
+from jobs_api import catalog
+from jobs_api.config import Config
+from workers import ffmpeg, runner
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "RESULTS.md"
@@ -34,12 +41,16 @@ class Service:
     root: Path
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
-    @property
-    def api_pids(self) -> list[int]:
-        """gunicorn's master and its workers."""
-        master = self.processes[0].pid
-        children = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout.split()
-        return [master, *(int(pid) for pid in children)]
+    def finished_job(self, http: requests.Session, job_id: str, every: float) -> dict[str, Any]:
+        """Poll the job every `every` seconds until it completed; RuntimeError if it failed."""
+        while True:
+            job: dict[str, Any] = http.get(f"{self.url}/v2/jobs/{job_id}", headers={"X-Oc-Api-Key": self.key},
+                                           timeout=30).json()
+            if job["status"]["code"] == "completed":
+                return job
+            if job["status"]["code"] == "failed":
+                raise RuntimeError(f"the job failed: {job['errors']}")
+            time.sleep(every)
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -109,13 +120,10 @@ def _wait_for_port(port: int, seconds: float = 30) -> None:
     raise RuntimeError(f"the service did not start on port {port}")
 
 
-def make_audio(path: Path, seconds: float, source: str = "pink") -> Path:
+def make_audio(path: Path, seconds: float) -> Path:
     """Generated 44.1 kHz stereo 16-bit WAV: varying pink noise (music-like to the encoders)."""
-    graph = {
-        "pink": f"anoisesrc=color=pink:duration={seconds}:sample_rate=44100:amplitude=0.3,"
-                "volume='0.5+0.4*sin(2*PI*t/7)':eval=frame",
-        "tone": f"sine=frequency=440:duration={seconds}:sample_rate=44100",
-    }[source]
+    graph = (f"anoisesrc=color=pink:duration={seconds}:sample_rate=44100:amplitude=0.3,"
+             "volume='0.5+0.4*sin(2*PI*t/7)':eval=frame")
     subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", graph,
                     "-ac", "2", "-c:a", "pcm_s16le", str(path)], check=True)
     return path
@@ -132,9 +140,11 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
-def percentile(values: Sequence[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+def worker_plan(source: Path, target: str, options: dict[str, Any]) -> tuple[ffmpeg.Plan, ffmpeg.Limits]:
+    """The plan the worker makes for this file, so the baseline runs the worker's own command."""
+    limits = ffmpeg.Limits.of(Config.from_env())
+    info = ffmpeg.parse_probe(runner.run(ffmpeg.probe_args(source), deadline_seconds=60))
+    return ffmpeg.plan_conversion(catalog.TARGETS[target], options, info, limits), limits
 
 
 def machine() -> str:

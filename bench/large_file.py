@@ -13,13 +13,12 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import Service, make_audio, median, parser, report, service, timed  # noqa: E402
-from jobs_api import catalog  # noqa: E402
-from jobs_api.config import Config  # noqa: E402
+from bench.common import Service, make_audio, median, parser, report, service, timed, worker_plan  # noqa: E402
 from workers import ffmpeg, runner  # noqa: E402
 
 CASES = {  # name: (target, options)
@@ -30,7 +29,7 @@ CASES = {  # name: (target, options)
 }
 
 
-def through_service(running: Service, source: Path, target: str, options: dict[str, object], out: Path) -> float:
+def through_service(running: Service, source: Path, target: str, options: dict[str, Any], out: Path) -> float:
     """Seconds from the job's creation (the upload's first byte follows) to the download's last byte."""
     headers = {"X-Oc-Api-Key": running.key}
     start = time.perf_counter()
@@ -38,22 +37,15 @@ def through_service(running: Service, source: Path, target: str, options: dict[s
                         json={"conversion": [{"target": target, "options": options}]}).json()
     subprocess.run(["curl", "-sS", "--fail", "-o", "/dev/null", "-H", f"X-Oc-Token: {job['token']}",
                     "-F", f"file=@{source}", f"{job['server']}/upload-file/{job['id']}"], check=True)
-    while True:
-        state = requests.get(f"{running.url}/v2/jobs/{job['id']}", headers=headers, timeout=30).json()
-        if state["status"]["code"] in ("completed", "failed"):
-            break
-        time.sleep(0.02)
-    if state["status"]["code"] != "completed":
-        raise RuntimeError(f"the job failed: {state['errors']}")
+    with requests.Session() as http:
+        state = running.finished_job(http, job["id"], every=0.02)
     subprocess.run(["curl", "-sS", "--fail", "-o", str(out), state["output"][0]["uri"]], check=True)
     return time.perf_counter() - start
 
 
-def raw_ffmpeg(source: Path, target: str, options: dict[str, object], out: Path) -> float:
+def raw_ffmpeg(source: Path, target: str, options: dict[str, Any], out: Path) -> float:
     """The worker's own ffmpeg passes, run directly: measure and encode for normalization."""
-    limits = ffmpeg.Limits.of(Config.from_env())
-    info = ffmpeg.parse_probe(runner.run(ffmpeg.probe_args(source), deadline_seconds=60))
-    plan = ffmpeg.plan_conversion(catalog.TARGETS[target], options, info, limits)
+    plan, limits = worker_plan(source, target, options)
     start = time.perf_counter()
     if plan.normalization is not None:
         log = runner.run_for_log(ffmpeg.measure_args(source, plan, ("ebu",)), deadline_seconds=3600)

@@ -18,10 +18,8 @@ from typing import Any
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import Service, make_audio, median, parser, report, service, timed  # noqa: E402
-from jobs_api import catalog  # noqa: E402
-from jobs_api.config import Config  # noqa: E402
-from workers import ffmpeg, runner  # noqa: E402
+from bench.common import Service, make_audio, median, parser, report, service, timed, worker_plan  # noqa: E402
+from workers import ffmpeg  # noqa: E402
 
 TARGET = "mp3"
 
@@ -37,21 +35,13 @@ def through_service(running: Service, url: str) -> float:
         start = time.perf_counter()
         job = http.post(f"{running.url}/v2/jobs", headers=headers, timeout=30, json={
             "input": [{"type": "remote", "source": url}], "conversion": [{"target": TARGET}]}).json()
-        while True:
-            state = http.get(f"{running.url}/v2/jobs/{job['id']}", headers=headers, timeout=30).json()
-            if state["status"]["code"] in ("completed", "failed"):
-                break
-            time.sleep(0.01)
-        if state["status"]["code"] != "completed":
-            raise RuntimeError(f"the job failed: {state['errors']}")
+        state = running.finished_job(http, job["id"], every=0.01)
         http.get(state["output"][0]["uri"], timeout=30).raise_for_status()
         return time.perf_counter() - start
 
 
 def raw_ffmpeg(source: Path, out: Path) -> float:
-    info = ffmpeg.parse_probe(runner.run(ffmpeg.probe_args(source), deadline_seconds=60))
-    limits = ffmpeg.Limits.of(Config.from_env())
-    plan = ffmpeg.plan_conversion(catalog.TARGETS[TARGET], {}, info, limits)
+    plan, limits = worker_plan(source, TARGET, {})
     return timed(ffmpeg.convert_args(source, out, plan, limits))
 
 

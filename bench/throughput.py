@@ -22,11 +22,9 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import make_audio, parser, report, service  # noqa: E402
+from bench.common import make_audio, parser, report, service, worker_plan  # noqa: E402
 from bench.small_file import Quiet  # noqa: E402
-from jobs_api import catalog  # noqa: E402
-from jobs_api.config import Config  # noqa: E402
-from workers import ffmpeg, runner  # noqa: E402
+from workers import ffmpeg  # noqa: E402
 
 
 def main() -> None:
@@ -41,10 +39,7 @@ def main() -> None:
             clip.write_bytes(first.read_bytes())
 
         # Baseline: the worker's ffmpeg command for each clip, `cores` at a time.
-        limits = ffmpeg.Limits.of(Config.from_env())
-        plan = ffmpeg.plan_conversion(catalog.TARGETS["mp3"], {},
-                                      ffmpeg.parse_probe(runner.run(ffmpeg.probe_args(first), deadline_seconds=60)),
-                                      limits)
+        plan, limits = worker_plan(first, "mp3", {})
         lines = "\n".join(shlex.join(ffmpeg.convert_args(clip, clip.with_suffix(".mp3"), plan, limits))
                           for clip in clips)
         start = time.perf_counter()
