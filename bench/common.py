@@ -94,12 +94,12 @@ def service(workers: int | None = None, env: dict[str, str] | None = None) -> It
     logs = (root / "service.log").open("wb")
     processes = [subprocess.Popen([*cli, "serve"], env=full_env, stdout=logs, stderr=subprocess.STDOUT,
                                   start_new_session=True)]
-    for _ in range(workers or os.cpu_count() or 1):
+    for _ in range((os.cpu_count() or 1) if workers is None else workers):
         processes.append(subprocess.Popen([*cli, "worker"], env=full_env, stdout=logs, stderr=subprocess.STDOUT,
                                           start_new_session=True))
     running = Service(f"http://127.0.0.1:{port}", key, root, processes)
     try:
-        _wait_for_port(port)
+        wait_for_port(port)
         yield running
     finally:
         for process in processes:
@@ -109,7 +109,7 @@ def service(workers: int | None = None, env: dict[str, str] | None = None) -> It
         subprocess.run(["rm", "-rf", str(root)], check=False)
 
 
-def _wait_for_port(port: int, seconds: float = 30) -> None:
+def wait_for_port(port: int, seconds: float = 30) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:

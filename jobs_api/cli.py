@@ -27,15 +27,18 @@ def migrate(config: Config) -> None:
 
 def serve(config: Config) -> None:
     config.storage_dir.mkdir(parents=True, exist_ok=True)
-    port = os.environ.get("PORT", "8000")
-    host = os.environ.get("HOST", "0.0.0.0")
+    args = gunicorn_args(os.environ.get("HOST", "0.0.0.0"), os.environ.get("PORT", "8000"), "jobs_api.wsgi:app")
+    os.execvp(sys.executable, [sys.executable, "-m", *args])
+
+
+def gunicorn_args(host: str, port: str, app: str) -> list[str]:
+    """How `serve` runs gunicorn (bench/api_load.py runs its baseline the same way)."""
     workers = os.environ.get("WEB_CONCURRENCY", str(min(4, (os.cpu_count() or 1) + 1)))
-    args = [
+    return [
         "gunicorn", "--bind", f"{host}:{port}", "--workers", workers,
         "--worker-class", "gthread", "--threads", os.environ.get("WEB_THREADS", "4"),
-        "--timeout", "600", "--access-logfile", "-", "jobs_api.wsgi:app",
+        "--timeout", "600", "--access-logfile", "-", app,
     ]
-    os.execvp(sys.executable, [sys.executable, "-m", *args])
 
 
 def worker(config: Config, burst: bool) -> None:

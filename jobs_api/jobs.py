@@ -110,6 +110,7 @@ class JobService:
             fail_on_conversion_error=body.get("fail_on_conversion_error", True),
             callback=self._callback(body.get("callback")),
             notify_status=body.get("notify_status", False),
+            inputs=[], conversions=[], outputs=[],  # known empty: no lazy load after the insert
         )
         self.session.add(job)
         for index, spec in enumerate(body.get("conversion", [])):
@@ -129,8 +130,7 @@ class JobService:
                 raise
             return earlier
         record_initial(self.session, job)
-        self.session.commit()
-        self._settle(job)
+        self._settle(job)  # one transaction with the insert: it commits
         return job
 
     def update(self, job: Job, body: dict[str, Any]) -> Job:
@@ -407,7 +407,8 @@ class JobService:
             wanted = JobStatus.QUEUED
         moved = job.status != wanted.value and transition(self.session, job.id, wanted, allowed_from=EDITABLE)
         self.session.commit()
-        self.session.refresh(job)
+        if not moved and job.status != wanted.value:
+            self.session.refresh(job)  # another request (a cancel) changed it first
         if moved and wanted == JobStatus.QUEUED:  # not if a cancel got there first
             self.enqueue("workers.tasks.process_job", job.id)
         if moved:

@@ -8,6 +8,7 @@ need_apt=()
 command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || need_apt+=(ffmpeg)
 command -v espeak-ng >/dev/null || need_apt+=(espeak-ng)  # text to speech (language_tts)
 command -v pgrep >/dev/null || need_apt+=(procps)
+command -v wrk >/dev/null || need_apt+=(wrk)  # load generator of bench/api_load.py
 if ! (command -v redis-cli >/dev/null && redis-cli -u "${REDIS_URL:-redis://127.0.0.1:6379/0}" ping >/dev/null 2>&1); then
     command -v redis-server >/dev/null || need_apt+=(redis-server)
 fi

@@ -1,0 +1,125 @@
+"""API under load: 32 concurrent clients on `GET /v2/jobs/{id}` and on `POST /v2/jobs`, against
+`jobs-api serve` (gunicorn, as users run it), driven by wrk; p50, p99 and errors.
+
+Each load runs twice: with every client pausing 100 ms between its requests (clients polling a
+job), and with no pause at all (the server saturated, where latency is queueing: 32 clients
+over the throughput). The baseline is the same load on a WSGI app that answers a constant,
+under the same gunicorn settings: what the server and wrk cost on this machine by themselves.
+
+    python bench/api_load.py            # 20 s per load
+    python bench/api_load.py --tiny     # 2 s per load
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import PYTHON, ROOT, free_port, parser, report, service, wait_for_port  # noqa: E402
+from jobs_api.cli import gunicorn_args  # noqa: E402
+
+CLIENTS = 32
+GOALS_MS = {"GET": 20, "POST": 50}  # p99
+PAUSES_MS = (100, 0)
+
+
+def constant_app(environ: dict[str, object], start_response: object) -> Iterable[bytes]:
+    """The baseline: a WSGI app with no work to do."""
+    body = b'{"status": {"code": "completed"}}'
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])  # type: ignore[operator]
+    return [body]
+
+
+def wrk_script(folder: Path, method: str, body: str | None, pause_ms: int) -> Path:
+    lines = [f'wrk.method = "{method}"']
+    if body is not None:
+        lines += [f"wrk.body = '{body}'", 'wrk.headers["Content-Type"] = "application/json"']
+    if pause_ms:
+        lines.append(f"function delay() return {pause_ms} end")
+    script = folder / f"{method}-{pause_ms}.lua"
+    script.write_text("\n".join(lines) + "\n")
+    return script
+
+
+def wrk(url: str, script: Path, seconds: int, key: str) -> dict[str, float]:
+    """Requests per second, p50 and p99 in ms, and errors (socket errors and non-2xx answers)."""
+    text = subprocess.run(
+        ["wrk", "-t", "2", "-c", str(CLIENTS), "-d", f"{seconds}s", "--latency", "-s", str(script),
+         "-H", f"X-Oc-Api-Key: {key}", url], check=True, capture_output=True, text=True).stdout
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", text))
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    return {
+        "rate": float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)),  # type: ignore[union-attr]
+        "p50": _ms(re.search(r"50%\s+([\d.]+\w+)", text).group(1)),  # type: ignore[union-attr]
+        "p99": _ms(re.search(r"99%\s+([\d.]+\w+)", text).group(1)),  # type: ignore[union-attr]
+        "errors": errors + (int(non_2xx.group(1)) if non_2xx else 0),
+    }
+
+
+def _ms(value: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def warm_up(url: str, folder: Path, key: str = "-") -> None:
+    """Two seconds of load first, not counted: every gunicorn worker has imported its app."""
+    wrk(url, wrk_script(folder, "GET", None, 0), 2, key)
+
+
+def baseline(folder: Path, seconds: int) -> dict[int, dict[str, float]]:
+    """The constant app under `jobs-api serve`'s gunicorn settings, at each pause."""
+    port = free_port()
+    serve = gunicorn_args("127.0.0.1", str(port), "bench.api_load:constant_app")
+    server = subprocess.Popen([PYTHON, "-m", *serve], cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for_port(port)
+        warm_up(f"http://127.0.0.1:{port}/", folder)
+        return {pause: wrk(f"http://127.0.0.1:{port}/", wrk_script(folder, "GET", None, pause), seconds, "-")
+                for pause in PAUSES_MS}
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+
+
+def main() -> None:
+    args = parser(__doc__.splitlines()[0]).parse_args()
+    seconds = 2 if args.tiny else 20
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        floor = baseline(folder, seconds)
+        # No workers: the POSTed jobs wait for an upload, so nothing but the API runs.
+        with service(workers=0) as running:
+            job = requests.post(f"{running.url}/v2/jobs", headers={"X-Oc-Api-Key": running.key}, timeout=30,
+                                json={"conversion": [{"target": "mp3"}]}).json()
+            warm_up(f"{running.url}/v2/jobs/{job['id']}", folder, running.key)
+            loads = {
+                "GET": (f"{running.url}/v2/jobs/{job['id']}", None),
+                "POST": (f"{running.url}/v2/jobs", '{"conversion": [{"target": "mp3"}]}'),
+            }
+            for method, (url, body) in loads.items():
+                for pause in PAUSES_MS:
+                    ours = wrk(url, wrk_script(folder, method, body, pause), seconds, running.key)
+                    base = floor[pause]
+                    rows.append((f"{method} {'/v2/jobs/{id}' if body is None else '/v2/jobs'}", pause,
+                                 base["rate"], base["p99"], ours["rate"], ours["p50"], ours["p99"],
+                                 ours["p99"] / base["p99"], ours["errors"], GOALS_MS[method]))
+    report("API under load: 32 clients vs a constant WSGI app",
+           ("request", "pause ms", "baseline req/s", "baseline p99 ms", "req/s", "p50 ms", "p99 ms",
+            "p99 ratio", "errors", "goal p99 ms"), rows, args.results,
+           notes=[f"load: wrk, 2 threads, {CLIENTS} connections, {seconds} s per row; each client pauses "
+                  "`pause ms` between its requests (0: saturated)",
+                  "service: `jobs-api serve` with its default gunicorn settings, SQLite, no workers; "
+                  "baseline: a constant WSGI app under the same settings"])
+
+
+if __name__ == "__main__":
+    main()
