@@ -120,10 +120,12 @@ def wait_for_port(port: int, seconds: float = 30) -> None:
     raise RuntimeError(f"the service did not start on port {port}")
 
 
-def make_audio(path: Path, seconds: float) -> Path:
-    """Generated 44.1 kHz stereo 16-bit WAV: varying pink noise (music-like to the encoders)."""
-    graph = (f"anoisesrc=color=pink:duration={seconds}:sample_rate=44100:amplitude=0.3,"
-             "volume='0.5+0.4*sin(2*PI*t/7)':eval=frame")
+def make_audio(path: Path, seconds: float, varying: bool = True) -> Path:
+    """Generated 44.1 kHz stereo 16-bit WAV: pink noise (music-like to the encoders), its level
+    swinging by about 19 dB every 7 s (a wide loudness range) unless not `varying`."""
+    graph = f"anoisesrc=color=pink:duration={seconds}:sample_rate=44100:amplitude=0.3"
+    if varying:
+        graph += ",volume='0.5+0.4*sin(2*PI*t/7)':eval=frame"
     subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", graph,
                     "-ac", "2", "-c:a", "pcm_s16le", str(path)], check=True)
     return path

@@ -24,7 +24,7 @@ from jobs_api.lifecycle import record_note, transition
 from jobs_api.models import Conversion, InputFile, Job, JobStatus, OutputFile
 from jobs_api.presets import PresetService
 from jobs_api.storage import Storage, remove_quietly, sha256_file
-from workers import ffmpeg, runner
+from workers import ffmpeg, runner, wavheader
 from workers.queue import enqueue, enqueue_in
 
 log = logging.getLogger(__name__)
@@ -265,6 +265,9 @@ def _check_canceled(session: Session, job_id: str) -> None:
 
 def _probe(path: Path) -> list[ffmpeg.SourceInfo]:
     """Every audio stream of the file, or a JobProblem for the user."""
+    plain_wav = wavheader.read(path)
+    if plain_wav is not None:
+        return [plain_wav]
     try:
         text = runner.run(ffmpeg.probe_args(path), deadline_seconds=PROBE_SECONDS)
     except runner.ProcessTimedOut as exc:
@@ -541,6 +544,8 @@ def _discard_outputs(ctx: Context, session: Session, job_id: str) -> None:
 
 def announce(ctx: Context, session: Session, job_id: str) -> None:
     """Queue the job's callback if its new status is one the callback wants to hear about."""
+    if not session.scalar(select(Job.callback).where(Job.id == job_id)):
+        return  # most jobs: no reload of the job and its lists
     session.expire_all()
     job = session.get(Job, job_id)
     if job is not None and callbacks.wanted(job):

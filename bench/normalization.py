@@ -1,0 +1,88 @@
+"""Normalization: EBU R128 to -16 LUFS / -1.5 dBTP on a 10-minute WAV to AAC, by the worker's
+own passes (run directly, and through the service) against `ffmpeg-normalize` on the same file
+with the same targets; time, and the integrated loudness and true peak each output measures.
+
+    python bench/normalization.py            # 10 minutes of audio
+    python bench/normalization.py --tiny     # 5 seconds: checks that it runs
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import make_audio, parser, report, service, worker_plan  # noqa: E402
+from bench.large_file import through_service  # noqa: E402
+from workers import ffmpeg, runner  # noqa: E402
+
+TARGET, TRUE_PEAK, LRA = -16.0, -1.5, 7.0
+OPTIONS: dict[str, Any] = {"normalize": True, "normalize_type": "ebu", "normalize_target_level_ebu": TARGET,
+                           "normalize_true_peak_ebu": TRUE_PEAK, "normalize_loudness_range_target_ebu": LRA}
+
+
+def ours(source: Path, out: Path) -> tuple[float, str]:
+    """The worker's passes, timed: measure, choose the gain, encode (and measure the result,
+    as the worker does, to report it and correct a miss)."""
+    plan, limits = worker_plan(source, "aac", OPTIONS)
+    assert plan.normalization is not None
+    start = time.perf_counter()
+    before = ffmpeg.parse_levels(runner.run_for_log(ffmpeg.measure_args(source, plan, ("ebu",)), deadline_seconds=3600))
+    filters, method = ffmpeg.gain_filters(plan.normalization, before, plan)
+    runner.run_for_log(ffmpeg.convert_args(source, out, replace(plan, filters=filters), limits), deadline_seconds=3600)
+    runner.run_for_log(ffmpeg.measure_args(out, None, ("ebu",)), deadline_seconds=3600)
+    return time.perf_counter() - start, method
+
+
+def ffmpeg_normalize(source: Path, out: Path, bitrate: str) -> float:
+    command = [str(Path(sys.executable).with_name("ffmpeg-normalize")), str(source), "-o", str(out), "-f", "-q",
+               "-nt", "ebu", "-t", str(TARGET), "-tp", str(TRUE_PEAK), "-lrt", str(LRA),
+               "-c:a", "aac", "-b:a", bitrate, "-ar", "44100"]
+    start = time.perf_counter()
+    subprocess.run(command, check=True)
+    return time.perf_counter() - start
+
+
+def loudness(path: Path) -> ffmpeg.Levels:
+    return ffmpeg.parse_levels(runner.run_for_log(ffmpeg.measure_args(path, None, ("ebu",)), deadline_seconds=3600))
+
+
+def main() -> None:
+    args = parser(__doc__.splitlines()[0]).parse_args()
+    seconds = 5 if args.tiny else 600
+    if shutil.which("ffmpeg-normalize") is None and not Path(sys.executable).with_name("ffmpeg-normalize").exists():
+        raise SystemExit("ffmpeg-normalize is not installed: pip install -e '.[dev]'")
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch, service() as running:
+        folder = Path(scratch)
+        for material, varying in (("steady", False), ("varying", True)):
+            source = make_audio(folder / f"{material}.wav", seconds, varying)
+            plan, _limits = worker_plan(source, "aac", OPTIONS)
+            bitrate = f"{plan.bitrate_k}k" if plan.bitrate_k else "128k"
+            outputs = {name: folder / f"{material}-{name}.m4a" for name in ("theirs", "ours", "served")}
+            base_seconds = ffmpeg_normalize(source, outputs["theirs"], bitrate)
+            our_seconds, method = ours(source, outputs["ours"])
+            served = through_service(running, source, "aac", OPTIONS, outputs["served"])
+            for name, took, out in (("ffmpeg-normalize", base_seconds, outputs["theirs"]),
+                                    (f"worker passes ({method})", our_seconds, outputs["ours"]),
+                                    ("service: upload to download", served, outputs["served"])):
+                levels = loudness(out)
+                rows.append((material, name, took, base_seconds / took, levels.integrated,
+                             abs((levels.integrated or 0) - TARGET), levels.true_peak))
+    report("Normalization: EBU R128 vs ffmpeg-normalize",
+           ("input", "normalizer", "seconds", "speed-up (ratio)", "integrated LUFS", "off target LU", "true peak dBTP"),
+           rows, args.results,
+           notes=[f"input: {seconds} s 44.1 kHz stereo 16-bit WAV of pink noise, steady or with its level "
+                  f"swinging 19 dB every 7 s (a loudness range over the target), to AAC {bitrate}",
+                  f"targets: {TARGET} LUFS, true peak {TRUE_PEAK} dBTP, loudness range {LRA} LU; "
+                  "outputs measured with ffmpeg's ebur128 (true peak)",
+                  "speed-up: ffmpeg-normalize's seconds over the row's (goal >= 2, ambition 3)"])
+
+
+if __name__ == "__main__":
+    main()
