@@ -14,8 +14,8 @@ def make_engine(url: str) -> Engine:
         # The API and the worker write to the same file from different processes:
         # WAL lets readers go on during a write, busy_timeout waits instead of failing.
         # synchronous=NORMAL: in WAL mode a commit no longer waits for fsync (the file stays
-        # consistent; a power cut may lose the last commits). Job creation took several ms
-        # per commit otherwise (bench/api_load.py).
+        # consistent; a power cut may lose the last commits), so a slow disk does not hold
+        # every writer's lock for an fsync.
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(url, pool_pre_ping=True)
