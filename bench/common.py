@@ -126,6 +126,11 @@ def make_audio(path: Path, seconds: float, varying: bool = True) -> Path:
     graph = f"anoisesrc=color=pink:duration={seconds}:sample_rate=44100:amplitude=0.3"
     if varying:
         graph += ",volume='0.5+0.4*sin(2*PI*t/7)':eval=frame"
+    return generate(path, graph)
+
+
+def generate(path: Path, graph: str) -> Path:
+    """A 16-bit stereo WAV from an ffmpeg source filter graph."""
     subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", graph,
                     "-ac", "2", "-c:a", "pcm_s16le", str(path)], check=True)
     return path

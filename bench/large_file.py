@@ -44,15 +44,22 @@ def through_service(running: Service, source: Path, target: str, options: dict[s
 
 
 def raw_ffmpeg(source: Path, target: str, options: dict[str, Any], out: Path) -> float:
-    """The worker's own ffmpeg passes, run directly: measure and encode for normalization."""
+    """Seconds the worker's own ffmpeg passes take, run directly (the plan is not timed)."""
     plan, limits = worker_plan(source, target, options)
     start = time.perf_counter()
+    worker_passes(source, out, plan, limits)
+    return time.perf_counter() - start
+
+
+def worker_passes(source: Path, out: Path, plan: ffmpeg.Plan, limits: ffmpeg.Limits) -> str:
+    """Measure and encode for normalization, or just encode; how the gain was applied."""
+    method = "none"
     if plan.normalization is not None:
         log = runner.run_for_log(ffmpeg.measure_args(source, plan, ("ebu",)), deadline_seconds=3600)
-        filters, _method = ffmpeg.gain_filters(plan.normalization, ffmpeg.parse_levels(log), plan)
+        filters, method = ffmpeg.gain_filters(plan.normalization, ffmpeg.parse_levels(log), plan)
         plan = replace(plan, filters=filters)
     timed(ffmpeg.convert_args(source, out, plan, limits))
-    return time.perf_counter() - start
+    return method
 
 
 def main() -> None:

@@ -15,13 +15,14 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import Service, parser, report, service, worker_plan  # noqa: E402
+from bench.common import Service, generate, parser, report, service, worker_plan  # noqa: E402
 from workers import ffmpeg  # noqa: E402
 
 MB = 1024 * 1024
@@ -30,11 +31,7 @@ BYTES_PER_SECOND = 44100 * 2 * 2  # 16-bit stereo
 
 def make_wav(path: Path, size: int) -> Path:
     """A WAV of about `size` bytes (a tone: cheap to generate; memory does not depend on it)."""
-    seconds = size // BYTES_PER_SECOND
-    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
-                    f"sine=frequency=440:sample_rate=44100:duration={seconds}", "-ac", "2",
-                    "-c:a", "pcm_s16le", str(path)], check=True)
-    return path
+    return generate(path, f"sine=frequency=440:sample_rate=44100:duration={size // BYTES_PER_SECOND}")
 
 
 def status(pid: int) -> dict[str, int]:
@@ -70,7 +67,7 @@ def api_pids(running: Service) -> list[int]:
     return children(running.processes[0].pid)
 
 
-def api_growth(running: Service, transfer: Any) -> int:
+def api_growth(running: Service, transfer: Callable[[], object]) -> int:
     """Largest growth of any gunicorn worker's peak RSS while `transfer()` runs, in bytes."""
     before = {pid: reset_peak(pid) for pid in api_pids(running)}
     transfer()
@@ -82,7 +79,7 @@ class Sampler:
 
     def __init__(self, worker: int) -> None:
         self.worker, self.child_peak, self.running = worker, 0, True
-        self.base = reset_peak(worker)
+        reset_peak(worker)
         self.thread = threading.Thread(target=self._watch, daemon=True)
         self.thread.start()
 

@@ -12,35 +12,33 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import make_audio, parser, report, service, worker_plan  # noqa: E402
-from bench.large_file import through_service  # noqa: E402
+from bench.large_file import through_service, worker_passes  # noqa: E402
 from workers import ffmpeg, runner  # noqa: E402
 
 TARGET, TRUE_PEAK, LRA = -16.0, -1.5, 7.0
+# The one installed next to this Python (the dev dependency) before any other on PATH.
+FFMPEG_NORMALIZE = (shutil.which("ffmpeg-normalize", path=str(Path(sys.executable).parent))
+                    or shutil.which("ffmpeg-normalize"))
 OPTIONS: dict[str, Any] = {"normalize": True, "normalize_type": "ebu", "normalize_target_level_ebu": TARGET,
                            "normalize_true_peak_ebu": TRUE_PEAK, "normalize_loudness_range_target_ebu": LRA}
 
 
-def ours(source: Path, out: Path) -> tuple[float, str]:
-    """The worker's passes, timed: measure, choose the gain, encode (and measure the result,
-    as the worker does, to report it and correct a miss)."""
-    plan, limits = worker_plan(source, "aac", OPTIONS)
-    assert plan.normalization is not None
+def ours(source: Path, out: Path, plan: ffmpeg.Plan, limits: ffmpeg.Limits) -> tuple[float, str]:
+    """The worker's passes, timed: measure, choose the gain, encode, and measure the result
+    (as the worker does, to report it and correct a miss)."""
     start = time.perf_counter()
-    before = ffmpeg.parse_levels(runner.run_for_log(ffmpeg.measure_args(source, plan, ("ebu",)), deadline_seconds=3600))
-    filters, method = ffmpeg.gain_filters(plan.normalization, before, plan)
-    runner.run_for_log(ffmpeg.convert_args(source, out, replace(plan, filters=filters), limits), deadline_seconds=3600)
-    runner.run_for_log(ffmpeg.measure_args(out, None, ("ebu",)), deadline_seconds=3600)
+    method = worker_passes(source, out, plan, limits)
+    loudness(out)
     return time.perf_counter() - start, method
 
 
 def ffmpeg_normalize(source: Path, out: Path, bitrate: str) -> float:
-    command = [str(Path(sys.executable).with_name("ffmpeg-normalize")), str(source), "-o", str(out), "-f", "-q",
+    command = [FFMPEG_NORMALIZE, str(source), "-o", str(out), "-f", "-q",
                "-nt", "ebu", "-t", str(TARGET), "-tp", str(TRUE_PEAK), "-lrt", str(LRA),
                "-c:a", "aac", "-b:a", bitrate, "-ar", "44100"]
     start = time.perf_counter()
@@ -55,18 +53,18 @@ def loudness(path: Path) -> ffmpeg.Levels:
 def main() -> None:
     args = parser(__doc__.splitlines()[0]).parse_args()
     seconds = 5 if args.tiny else 600
-    if shutil.which("ffmpeg-normalize") is None and not Path(sys.executable).with_name("ffmpeg-normalize").exists():
+    if FFMPEG_NORMALIZE is None:
         raise SystemExit("ffmpeg-normalize is not installed: pip install -e '.[dev]'")
     rows = []
     with tempfile.TemporaryDirectory() as scratch, service() as running:
         folder = Path(scratch)
         for material, varying in (("steady", False), ("varying", True)):
             source = make_audio(folder / f"{material}.wav", seconds, varying)
-            plan, _limits = worker_plan(source, "aac", OPTIONS)
+            plan, limits = worker_plan(source, "aac", OPTIONS)
             bitrate = f"{plan.bitrate_k}k" if plan.bitrate_k else "128k"
             outputs = {name: folder / f"{material}-{name}.m4a" for name in ("theirs", "ours", "served")}
             base_seconds = ffmpeg_normalize(source, outputs["theirs"], bitrate)
-            our_seconds, method = ours(source, outputs["ours"])
+            our_seconds, method = ours(source, outputs["ours"], plan, limits)
             served = through_service(running, source, "aac", OPTIONS, outputs["served"])
             for name, took, out in (("ffmpeg-normalize", base_seconds, outputs["theirs"]),
                                     (f"worker passes ({method})", our_seconds, outputs["ours"]),

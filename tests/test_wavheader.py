@@ -52,6 +52,7 @@ def test_files_it_does_not_know_go_to_ffprobe(tmp_path: Path) -> None:
     truncated.write_bytes(whole.read_bytes()[:5000])
     playlist = tmp_path / "playlist.wav"
     playlist.write_text("#EXTM3U\n#EXTINF:10,\nfile:/etc/passwd\n")
-    for path in (named_wav, adpcm, streamed, truncated, playlist, tmp_path / "empty.wav"):
-        path.touch()
+    empty = tmp_path / "empty.wav"
+    empty.touch()
+    for path in (named_wav, adpcm, streamed, truncated, playlist, empty):
         assert wavheader.read(path) is None, path.name
