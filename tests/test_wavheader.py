@@ -43,6 +43,7 @@ def test_files_it_does_not_know_go_to_ffprobe(tmp_path: Path) -> None:
     named_wav = tmp_path / "mp3-named.wav"
     named_wav.write_bytes(mp3.read_bytes())
     adpcm = make(tmp_path / "adpcm.wav", "-c:a", "adpcm_ms")
+    alaw = make(tmp_path / "alaw.wav", "-c:a", "pcm_alaw")  # 8 bits a sample like pcm_u8, another codec
     streamed = tmp_path / "streamed.wav"  # written to a pipe: the data size is left unset
     streamed.write_bytes(subprocess.run(
         ["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "sine=duration=1",
@@ -50,9 +51,14 @@ def test_files_it_does_not_know_go_to_ffprobe(tmp_path: Path) -> None:
     whole = make(tmp_path / "whole.wav", "-c:a", "pcm_s16le")
     truncated = tmp_path / "truncated.wav"  # the header promises more data than the file has
     truncated.write_bytes(whole.read_bytes()[:5000])
+    padded = make(tmp_path / "padded.wav", "-ac", "1", "-c:a", "pcm_s24le")  # extensible: fmt data at byte 20
+    header = bytearray(padded.read_bytes())
+    assert header[12:16] == b"fmt " and header[20:22] == b"\xfe\xff"
+    header[38:40] = (20).to_bytes(2, "little")  # 20 valid bits in 24-bit samples
+    padded.write_bytes(header)
     playlist = tmp_path / "playlist.wav"
     playlist.write_text("#EXTM3U\n#EXTINF:10,\nfile:/etc/passwd\n")
     empty = tmp_path / "empty.wav"
     empty.touch()
-    for path in (named_wav, adpcm, streamed, truncated, playlist, empty):
+    for path in (named_wav, adpcm, alaw, padded, streamed, truncated, playlist, empty):
         assert wavheader.read(path) is None, path.name
