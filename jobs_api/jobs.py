@@ -225,12 +225,13 @@ class JobService:
         self._settle(job)
 
     def accept_file(self, job: Job, path: Path, filename: str | None, content_type: str | None,
-                    kind: str = "upload") -> InputFile:
-        """Adopt a received file as a new input of `job`, and start the job if it is due."""
+                    kind: str = "upload", checksum: str | None = None) -> InputFile:
+        """Adopt a received file (with its sha256 if it was hashed on arrival) as a new input
+        of `job`, and start the job if it is due."""
         if job.status not in (JobStatus.INCOMPLETE.value, JobStatus.READY.value):
             remove_quietly(path)
             raise WrongState(f"The job is {job.status}; files can only be added before it starts.")
-        item = self._adopt_file(job, path, filename, content_type, kind)
+        item = self._adopt_file(job, path, filename, content_type, kind, checksum)
         self._settle(job)
         return item
 
@@ -367,12 +368,12 @@ class JobService:
         return self._adopt_file(job, Path(handle.name), name, None, "base64")
 
     def _adopt_file(self, job: Job, path: Path, filename: str | None, content_type: str | None,
-                    kind: str) -> InputFile:
+                    kind: str, checksum: str | None = None) -> InputFile:
         """Move a received file into storage as a new ready input of `job`."""
         name = display_name(filename or "") or "file"
         item = InputFile(
             type=kind, source=name, status="ready", filename=name, size=path.stat().st_size,
-            checksum=sha256_file(path), content_type=_content_type(content_type, name),
+            checksum=checksum or sha256_file(path), content_type=_content_type(content_type, name),
             storage_key=self.storage.adopt_input(path), position=len(job.inputs),
         )
         job.inputs.append(item)

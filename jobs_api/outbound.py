@@ -5,6 +5,7 @@ the checked address, so DNS rebinding cannot swap it. Redirects are followed by 
 """
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import socket
 import time
@@ -34,6 +35,7 @@ class Fetched:
     filename: str | None
     content_type: str | None
     size: int
+    sha256: str  # of the bytes written
 
 
 @dataclass(frozen=True)
@@ -157,7 +159,8 @@ def _request(
 def fetch_to_file(
     url: str, destination: IO[bytes], *, allow: Allowance, max_bytes: int, timeout: float,
 ) -> Fetched:
-    """Stream `url` into `destination`, refusing to go past `max_bytes` or `timeout` seconds."""
+    """Stream `url` into `destination` (hashing it on the way), refusing to go past `max_bytes`
+    or `timeout` seconds."""
     deadline = time.monotonic() + timeout
     response, final_url = _request("GET", url, allow, timeout)
     try:
@@ -166,7 +169,7 @@ def fetch_to_file(
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > max_bytes:
             raise OutboundFailed(f"The input is larger than the limit of {max_bytes} bytes.")
-        size = 0
+        size, digest = 0, hashlib.sha256()
         try:
             for chunk in response.stream(CHUNK):
                 size += len(chunk)
@@ -175,9 +178,10 @@ def fetch_to_file(
                 if time.monotonic() > deadline:
                     raise OutboundFailed(f"The download took longer than {timeout:g} seconds.")
                 destination.write(chunk)
+                digest.update(chunk)
         except urllib3.exceptions.HTTPError as exc:
             raise OutboundFailed("The download of the input was interrupted.") from exc
-        return Fetched(_filename(response, final_url), _content_type(response), size)
+        return Fetched(_filename(response, final_url), _content_type(response), size, digest.hexdigest())
     finally:
         response.release_conn()
 

@@ -2,6 +2,8 @@
 real HTTP, by the official api2convert SDK where it has a call for the flow."""
 from __future__ import annotations
 
+import hashlib
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -75,6 +77,22 @@ def test_sdk_creates_a_preset_and_converts_with_it(sdk: Api2Convert, wav_file: P
     assert (measured["sample_rate"], measured["channels"], measured["bits_per_raw_sample"]) == ("16000", 1, "24")
     public = sdk.convert(str(wav_file), "wav", options={"preset": "telephone"}).save(tmp_path / "phone.wav")
     assert (probe(public)["sample_rate"], probe(public)["channels"]) == ("8000", 1)
+
+
+def test_a_large_upload_arrives_whole_with_its_checksum(live: LiveService, tmp_path: Path) -> None:
+    # Over 3 MB so the body is read in several of StreamingRequest's 1 MiB steps; a field before
+    # the file and a size that is no multiple of anything, so no boundary lines up by luck.
+    content = os.urandom(3 * 1024 * 1024 + 12345)
+    key = create_key(live.settings, "large-upload")
+    job = requests.post(f"{live.url}/v2/jobs", headers={"X-Oc-Api-Key": key}, timeout=10,
+                        json={"process": False, "conversion": [{"target": "flac"}]}).json()
+    upload = requests.post(f"{job['server']}/upload-file/{job['id']}", headers={"X-Oc-Token": job["token"]},
+                           data={"note": "x" * 70000}, files={"file": ("noise.raw", content)}, timeout=60)
+    assert upload.status_code == 201, upload.text
+    item = upload.json()
+    assert (item["size"], item["checksum"]) == (len(content), hashlib.sha256(content).hexdigest())
+    stored = [path for path in (live.settings.storage_dir / "inputs").iterdir() if path.stat().st_size == len(content)]
+    assert [path.read_bytes() == content for path in stored] == [True]
 
 
 def _ffmpeg_running_for(job_id: str) -> bool:

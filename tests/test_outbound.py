@@ -1,6 +1,7 @@
 """The outbound guard: which addresses are reachable, and how fetching stops."""
 from __future__ import annotations
 
+import hashlib
 import io
 import ipaddress
 import threading
@@ -86,6 +87,7 @@ def test_loopback_needs_the_allowance(server: str) -> None:
     fetched = fetch_to_file(f"{server}/redirect-ok", sink, allow=LOOPBACK, max_bytes=10_000, timeout=5)
     assert fetched.size == 3000 and sink.getvalue() == b"y" * 3000
     assert fetched.content_type == "audio/wav" and fetched.filename == "data"
+    assert fetched.sha256 == hashlib.sha256(b"y" * 3000).hexdigest()
 
 
 def test_every_redirect_hop_is_checked(server: str) -> None:

@@ -210,7 +210,7 @@ def _download(ctx: Context, session: Session, item: InputFile) -> None:
     item.filename = item.filename or display_name(fetched.filename or "") or "file"
     item.content_type = fetched.content_type
     item.size = fetched.size
-    item.checksum = sha256_file(path)
+    item.checksum = fetched.sha256
     item.storage_key = ctx.storage.adopt_input(path)
     item.status = "ready"
     session.commit()
