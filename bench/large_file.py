@@ -55,7 +55,7 @@ def worker_passes(source: Path, out: Path, plan: ffmpeg.Plan, limits: ffmpeg.Lim
     """Measure and encode for normalization, or just encode; how the gain was applied."""
     method = "none"
     if plan.normalization is not None:
-        log = runner.run_for_log(ffmpeg.measure_args(source, plan, ("ebu",)), deadline_seconds=3600)
+        log = runner.run_for_log(ffmpeg.measure_args(source, ("ebu",), plan), deadline_seconds=3600)
         filters, method = ffmpeg.gain_filters(plan.normalization, ffmpeg.parse_levels(log), plan)
         plan = replace(plan, filters=filters)
     timed(ffmpeg.convert_args(source, out, plan, limits))

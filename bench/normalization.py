@@ -47,7 +47,7 @@ def ffmpeg_normalize(source: Path, out: Path, bitrate: str) -> float:
 
 
 def loudness(path: Path) -> ffmpeg.Levels:
-    return ffmpeg.parse_levels(runner.run_for_log(ffmpeg.measure_args(path, None, ("ebu",)), deadline_seconds=3600))
+    return ffmpeg.parse_levels(runner.run_for_log(ffmpeg.measure_args(path, ("ebu",)), deadline_seconds=3600))
 
 
 def main() -> None:

@@ -128,7 +128,7 @@ def test_tags_become_metadata_arguments() -> None:
 def test_measuring_decodes_the_planned_part_in_the_output_shape() -> None:
     plan = plan_conversion(TARGETS["mp3"], {"start": "00:00:02", "end": "00:00:05", "channels": "mono",
                                             "normalize": True}, CD, LIMITS)
-    args = measure_args(Path("/s/in"), plan, ("ebu",))
+    args = measure_args(Path("/s/in"), ("ebu",), plan)
     assert args[args.index("-ss") + 1] == "2" and args[args.index("-t") + 1] == "3"
     assert args[args.index("-af") + 1] == (
         "aformat=sample_rates=44100:channel_layouts=mono,ebur128=peak=true:framelog=verbose")

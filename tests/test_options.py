@@ -212,6 +212,7 @@ def test_rms_and_peak_reach_the_level_within_half_a_db(kind: str, level: int, ta
     measured, reported = normalized(client, config, headers, varying, target, options, tmp_path)
     assert abs(measured[kind] - level) <= 0.5, (measured, reported)
     assert reported["type"] == kind
+    assert reported[f"{kind}_dbfs"] == pytest.approx(measured[kind], abs=0.2)  # the result's own meter
 
 
 def test_silence_completes_with_a_warning_instead_of_a_gain(client: Any, config: Any, headers: dict[str, str],

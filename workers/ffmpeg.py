@@ -264,7 +264,7 @@ METERS = {
 }
 
 
-def measure_args(source: Path, plan: Plan | None = None, meters: tuple[str, ...] = ("ebu", "levels")) -> list[str]:
+def measure_args(source: Path, meters: tuple[str, ...], plan: Plan | None = None) -> list[str]:
     """Decode (the planned part of) `source` through the meters; they report on stderr."""
     args = ["ffmpeg", "-hide_banner", "-loglevel", "info", "-nostdin", "-nostats"]
     args += _source_args(source, plan.start, plan.stream) if plan else _source_args(source, None)

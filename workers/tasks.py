@@ -456,11 +456,15 @@ def _encode_normalized(
     ctx: Context, job: Job, source: Path, partial: Path, plan: ffmpeg.Plan, progress: _Progress,
     notes: list[str],
 ) -> dict[str, Any] | None:
-    """Measure the input, encode with the gain that reaches the target, measure the result."""
+    """Measure the input, encode with the gain that reaches the target, measure the result.
+
+    Input and result go through the one meter the kind needs: ebur128 (integrated, range,
+    true peak) for EBU, astats (sample peak, RMS) otherwise. Running both would cost each
+    pass of a 10-minute file about 2 s more (bench/normalization.py)."""
     norm = plan.normalization
     assert norm is not None
     meters = ("ebu",) if norm.kind == "ebu" else ("levels",)
-    before = ffmpeg.parse_levels(_run_ffmpeg(ctx, job, ffmpeg.measure_args(source, plan, meters), progress,
+    before = ffmpeg.parse_levels(_run_ffmpeg(ctx, job, ffmpeg.measure_args(source, meters, plan), progress,
                                              log_out=True))
     try:
         filters, method = ffmpeg.gain_filters(norm, before, plan)
@@ -471,7 +475,7 @@ def _encode_normalized(
     correction = 0.0
     for attempt in range(1, MAX_ENCODES + 1):
         _encode(ctx, job, source, partial, replace(plan, filters=filters), progress)
-        after = ffmpeg.parse_levels(_run_ffmpeg(ctx, job, ffmpeg.measure_args(partial), progress, log_out=True))
+        after = ffmpeg.parse_levels(_run_ffmpeg(ctx, job, ffmpeg.measure_args(partial, meters), progress, log_out=True))
         reached = {"ebu": after.integrated, "rms": after.rms, "peak": after.peak}[norm.kind]
         miss = norm.level - reached if reached is not None else 0.0
         if attempt == MAX_ENCODES or abs(miss) <= CORRECT_BEYOND[norm.kind]:
