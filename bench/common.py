@@ -100,6 +100,7 @@ def service(workers: int | None = None, env: dict[str, str] | None = None) -> It
     running = Service(f"http://127.0.0.1:{port}", key, root, processes)
     try:
         wait_for_port(port)
+        wait_for_app(running)
         yield running
     finally:
         for process in processes:
@@ -118,6 +119,20 @@ def wait_for_port(port: int, seconds: float = 30) -> None:
         except OSError:
             time.sleep(0.1)
     raise RuntimeError(f"the service did not start on port {port}")
+
+
+def wait_for_app(running: Service, seconds: float = 30) -> None:
+    """Until the API answers: gunicorn opens the port before its workers have imported the
+    app, and the first requests of a run would otherwise time their start-up (about 1 s)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{running.url}/v2/jobs", headers={"X-Oc-Api-Key": running.key}, timeout=5).ok:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"the service at {running.url} did not answer")
 
 
 def make_audio(path: Path, seconds: float, varying: bool = True) -> Path:
