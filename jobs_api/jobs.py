@@ -273,13 +273,14 @@ class JobService:
         if not limit:
             return
         now = utcnow()
-        recent = self.session.scalars(
+        # The limit-th newest job of the last minute, if there is one: the key is at its limit
+        # until that job's minute ends. One row, however high the limit.
+        nth_newest = self.session.scalar(
             select(Job.created_at).where(Job.api_key_id == key_id, Job.created_at > now - timedelta(minutes=1))
-            .order_by(Job.created_at.desc()).limit(limit)
-        ).all()
-        if len(recent) >= limit:
-            oldest = aware(recent[-1])  # the one whose minute ends first
-            wait = math.ceil((oldest + timedelta(minutes=1) - now).total_seconds())
+            .order_by(Job.created_at.desc()).offset(limit - 1).limit(1)
+        )
+        if nth_newest is not None:
+            wait = math.ceil((aware(nth_newest) + timedelta(minutes=1) - now).total_seconds())
             raise TooManyRequests(f"This key created {limit} jobs in the last minute (the limit).", wait)
 
     def _idempotent(self, key_id: str, idempotency_key: str, digest: str) -> Job | None:
