@@ -47,10 +47,11 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
 # SQLite lets one connection write at a time; the others wait in its busy handler, which
 # retries after sleeps growing to 100 ms however soon the lock is free. With the API's
 # threads and processes and the workers all writing, that made POST /v2/jobs's p99 about
-# half a second (bench/api_load.py). Writers queue here instead, where they wake the moment
-# the writer before them commits: threads of a process on a mutex, processes on flock(2) of
-# a file beside the database. The span is SQLite's own: from a connection's first INSERT,
-# UPDATE or DELETE (where Python's sqlite3 opens the transaction) to its commit or rollback.
+# half a second (bench/api_load.py). Writers queue here instead: threads of a process on a
+# mutex, which wakes the next one at once, and one thread per process on flock(2) of a file
+# beside the database, tried again every millisecond. The span is SQLite's own: from a
+# connection's first INSERT, UPDATE or DELETE (where Python's sqlite3 opens the transaction)
+# to its commit or rollback.
 
 WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
 FLOCK_RETRY_SECONDS = 0.001
