@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from webargs import core
 from webargs.flaskparser import FlaskParser
+from werkzeug.datastructures import FileStorage
 
 from jobs_api.config import Config
 from jobs_api.errors import NotAuthenticated, RequestInvalid
@@ -141,7 +142,7 @@ class StreamingRequest(Request):
     def _get_file_stream(self, total_content_length: int | None, content_type: str | None,
                          filename: str | None = None, content_length: int | None = None) -> IO[bytes]:
         handle = IncomingFile(storage().incoming_file())
-        self.incoming_paths.append(Path(handle.name))
+        self.incoming_paths.append(handle.path)
         return handle  # type: ignore[return-value]  # the parser only writes, seeks and closes
 
     @property
@@ -177,7 +178,7 @@ class IncomingFile:
     """An upload being received: written front to back, hashed as it is written."""
 
     def __init__(self, handle: IO[bytes]) -> None:
-        self.handle, self.name, self.digest = handle, handle.name, hashlib.sha256()
+        self.handle, self.path, self.digest = handle, Path(handle.name), hashlib.sha256()
 
     def write(self, data: bytes) -> int:
         self.digest.update(data)
@@ -192,3 +193,10 @@ class IncomingFile:
     @property
     def sha256(self) -> str:
         return self.digest.hexdigest()
+
+
+def received_file(upload: FileStorage) -> IncomingFile:
+    """The file StreamingRequest wrote a multipart file part to, closed: its path and sha256."""
+    received: IncomingFile = upload.stream  # type: ignore[assignment]
+    received.close()
+    return received

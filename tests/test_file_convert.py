@@ -1,6 +1,7 @@
 """The File Conversion dialect, called the way seed 000's sample code calls it."""
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,9 @@ def test_upload_with_webhook(live: LiveService, receiver: Receiver, audio_dir: P
     hook = finished(receiver, live.settings.webhook_secret)
     assert hook["status"] == "COMPLETED" and hook["task_id"] == response.json()["task_id"]
     measured = measured_download(hook["output_file_path"], tmp_path, "out.wav")
+    job = requests.get(f"{live.url}/v2/jobs/{response.json()['task_id']}", headers={"X-Oc-Api-Key": key},
+                       timeout=10).json()
+    assert job["input"][0]["checksum"] == hashlib.sha256(source.read_bytes()).hexdigest()
     # No bit depth asked: 16, the default where the format has one.
     assert (measured["codec_name"], measured["sample_rate"], measured["bits_per_sample"]) == ("pcm_s16le", "16000", 16)
 

@@ -18,7 +18,7 @@ from werkzeug.exceptions import HTTPException
 from jobs_api import file_conversion
 from jobs_api.errors import NotFound, RequestInvalid, ServiceError
 from jobs_api.models import Conversion, Job, JobStatus
-from jobs_api.web import Blueprint, api_key_id, config, service, session
+from jobs_api.web import Blueprint, api_key_id, config, received_file, service, session
 from workers import ffmpeg, runner
 
 log = logging.getLogger(__name__)
@@ -105,13 +105,12 @@ class FileConvert(MethodView):
         body = file_conversion.job_body(request.form.to_dict(), has_file)
         jobs = service()
         if upload is not None and has_file:
-            upload.stream.close()
-            path = Path(upload.stream.name)  # type: ignore[union-attr]
-            if path.stat().st_size == 0:
+            received = received_file(upload)
+            if received.path.stat().st_size == 0:
                 raise file_conversion.FieldInvalid("audio_file", "the file is empty")
-            _require_audio(path)
+            _require_audio(received.path)
             job = jobs.create(key_id, body, dialect=file_conversion.DIALECT)
-            jobs.accept_file(job, path, upload.filename, upload.content_type)
+            jobs.accept_file(job, received.path, upload.filename, upload.content_type, checksum=received.sha256)
         else:
             job = jobs.create(key_id, body, dialect=file_conversion.DIALECT)
         return {"success": True, "task_id": job.id, "conversion_id": job.conversions[0].id,

@@ -20,7 +20,7 @@ from jobs_api.models import Job, OutputFile, utcnow
 from jobs_api.resources.jobs.schemas import InputOut
 from jobs_api.security import password_matches
 from jobs_api.throttle import PasswordFailures
-from jobs_api.web import Blueprint, IncomingFile, config, load_job, service, session, storage
+from jobs_api.web import Blueprint, config, load_job, received_file, service, session, storage
 from workers.queue import redis_for
 
 blp = Blueprint("files", __name__, url_prefix="/v2/dl", description="Uploads and downloads")
@@ -59,12 +59,11 @@ class UploadFile(MethodView):
         upload = request.files.get("file")
         if upload is None or not upload.filename and not upload.stream:
             raise RequestInvalid("No file sent.", {"file": ["a multipart field named file is required"]})
-        received: IncomingFile = upload.stream  # type: ignore[assignment]  # StreamingRequest made it
-        received.close()
-        path = Path(received.name)
-        if path.stat().st_size == 0:
+        received = received_file(upload)
+        if received.path.stat().st_size == 0:
             raise RequestInvalid("The uploaded file is empty.", {"file": ["the file has no content"]})
-        item = service().accept_file(job, path, upload.filename, upload.content_type, checksum=received.sha256)
+        item = service().accept_file(job, received.path, upload.filename, upload.content_type,
+                                     checksum=received.sha256)
         return rep.input_json(item)
 
 
