@@ -19,7 +19,8 @@ def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS, "factory": QueuedWriter})
         # The API and the worker write to the same file from different processes:
-        # WAL lets readers go on during a write, busy_timeout waits instead of failing.
+        # WAL lets readers go on during a write; the connection's timeout (SQLite's busy
+        # timeout) waits instead of failing where a writer gets past the queue below.
         # synchronous=NORMAL: in WAL mode a commit no longer waits for fsync (the file stays
         # consistent; a power cut may lose the last commits), so a slow disk does not hold
         # every writer's lock for an fsync.
@@ -32,7 +33,6 @@ def make_engine(url: str) -> Engine:
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_SECONDS * 1000)}")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
