@@ -28,6 +28,14 @@ LIMITS = Limits(max_duration=3600, max_output_bytes=1000, max_channels=8, max_sa
 CD = SourceInfo("wav", "pcm_s16le", duration=10.0, sample_rate=44100, channels=2, bits=16, bit_rate=None)
 
 
+def test_a_measured_encode_tees_the_stream_to_the_meter_under_a_file_size_limit() -> None:
+    plan = plan_conversion(TARGETS["m4a"], {}, CD, LIMITS)
+    args = convert_args(Path("/s/in"), Path("/w/o.m4a"), plan, LIMITS, copy_fd=7)
+    assert args[:4] == ["prlimit", "--fsize=1000", "--", "ffmpeg"]  # tee ignores -fs
+    assert "-fs" not in args
+    assert args[-3:] == ["-f", "tee", "[f=ipod:movflags=+faststart]file:/w/o.m4a|[f=matroska]pipe:7"]
+
+
 def test_mp3_defaults() -> None:
     plan = plan_conversion(TARGETS["mp3"], {}, CD, LIMITS)
     assert convert_args(Path("/s/in"), Path("/w/out.mp3"), plan, LIMITS) == [

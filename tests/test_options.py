@@ -11,6 +11,7 @@ from conftest import format_tags, loudness, make_audio, packet_sizes, probe, run
 from test_conversion import convert, download
 
 from jobs_api import catalog
+from workers import tasks
 
 # A target, an option set it can produce, and what ffprobe must then report.
 MATRIX = [
@@ -213,6 +214,30 @@ def test_rms_and_peak_reach_the_level_within_half_a_db(kind: str, level: int, ta
     assert abs(measured[kind] - level) <= 0.5, (measured, reported)
     assert reported["type"] == kind
     assert reported[f"{kind}_dbfs"] == pytest.approx(measured[kind], abs=0.2)  # the result's own meter
+
+
+@pytest.mark.parametrize("target", sorted(catalog.TARGETS))
+def test_every_target_is_measured_while_it_is_encoded(target: str, client: Any, config: Any,
+                                                      headers: dict[str, str], varying: Path, tmp_path: Path) -> None:
+    """The meter reads a Matroska copy of the encoded stream: each codec must go through it."""
+    options = {"normalize_type": "peak", "normalize_target_level": -3}
+    measured, reported = normalized(client, config, headers, varying, target, options, tmp_path)
+    assert reported["peak_dbfs"] == pytest.approx(measured["peak"], abs=0.3)
+
+
+def test_a_measured_encode_past_the_output_limit_fails_as_too_large(
+        monkeypatch: pytest.MonkeyPatch, client: Any, config: Any, headers: dict[str, str], varying: Path) -> None:
+    # The tee that feeds the meter ignores -fs; the kernel's file size limit stops ffmpeg instead.
+    monkeypatch.setenv("MAX_OUTPUT_BYTES", "200000")
+    tasks.context.cache_clear()
+    try:
+        job = convert(client, config, headers, varying, "wav", {"normalize": True})
+    finally:
+        monkeypatch.undo()
+        tasks.context.cache_clear()
+    assert job["status"]["code"] == "failed"
+    [error] = job["errors"]
+    assert "exceed the limit of 200000 bytes" in error["message"], error
 
 
 def test_silence_completes_with_a_warning_instead_of_a_gain(client: Any, config: Any, headers: dict[str, str],

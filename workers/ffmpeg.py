@@ -236,7 +236,9 @@ def _shape(plan: Plan) -> str:
     return f"aformat=sample_rates={plan.sample_rate}:channel_layouts={_layout(plan.channels)}"
 
 
-def convert_args(source: Path, output: Path, plan: Plan, limits: Limits) -> list[str]:
+def convert_args(source: Path, output: Path, plan: Plan, limits: Limits, copy_fd: int | None = None) -> list[str]:
+    """Encode `source` to `output`; with `copy_fd`, also write the encoded stream (in
+    Matroska) to that file descriptor, for a meter to measure the result while it is made."""
     args = ["ffmpeg", *COMMON, "-nostdin", "-nostats", *_source_args(source, plan.start, plan.stream)]
     if plan.filters:
         args += ["-af", ",".join((_shape(plan), *plan.filters))]
@@ -250,10 +252,16 @@ def convert_args(source: Path, output: Path, plan: Plan, limits: Limits) -> list
         args += ["-map_metadata", "-1"]
     for name, value in plan.tags:
         args += ["-metadata", f"{name}={value}"]
-    args += ["-t", _seconds(plan.duration), "-fs", str(limits.max_output_bytes)]
-    args += [*plan.target.muxer_args, "-f", plan.target.muxer]
-    args += ["-progress", "pipe:1", "-y", f"file:{output}"]
-    return args
+    args += ["-t", _seconds(plan.duration)]
+    if copy_fd is None:
+        args += ["-fs", str(limits.max_output_bytes), *plan.target.muxer_args, "-f", plan.target.muxer]
+        return [*args, "-progress", "pipe:1", "-y", f"file:{output}"]
+    # The tee muxer ignores -fs, so the kernel's file size limit stands in for it: a write
+    # past the limit kills ffmpeg, leaving the output at the limit, where the worker checks it.
+    pairs = zip(plan.target.muxer_args[::2], plan.target.muxer_args[1::2], strict=True)
+    options = [f"f={plan.target.muxer}", *(f"{name.lstrip('-')}={value}" for name, value in pairs)]
+    return ["prlimit", f"--fsize={limits.max_output_bytes}", "--", *args, "-progress", "pipe:1", "-y",
+            "-f", "tee", f"[{':'.join(options)}]file:{output}|[f=matroska]pipe:{copy_fd}"]
 
 
 # Loudness: measure, decide the gain, measure again --------------------------------------
@@ -273,6 +281,13 @@ def measure_args(source: Path, meters: tuple[str, ...], plan: Plan | None = None
         args += ["-t", _seconds(plan.duration)]
         chain.insert(0, _shape(plan))
     return [*args, "-af", ",".join(chain), "-f", "null", "-"]
+
+
+def meter_args(meters: tuple[str, ...]) -> list[str]:
+    """Measure the Matroska stream `convert_args(..., copy_fd)` writes, read on stdin."""
+    return ["ffmpeg", "-hide_banner", "-loglevel", "info", "-nostats", "-format_whitelist", "matroska",
+            "-protocol_whitelist", "pipe", "-f", "matroska", "-i", "pipe:0",
+            "-af", ",".join(METERS[m] for m in meters), "-f", "null", "-"]
 
 
 def parse_levels(log: str) -> Levels:

@@ -48,36 +48,102 @@ def run_for_log(args: list[str], *, deadline_seconds: float, should_stop: Callab
     return _run(args, deadline_seconds, should_stop, None)[1]
 
 
+def run_metered(
+    make_args: Callable[[int], list[str]], meter_args: list[str], *, deadline_seconds: float,
+    should_stop: Callable[[], bool] | None = None, on_line: Callable[[str], None] | None = None,
+) -> str:
+    """Run a producer that writes a copy of its output to the file descriptor it is given
+    (`make_args(fd)`) and, beside it on the other core, a meter that reads that copy on its
+    stdin; return the meter's log tail. The meter ends when the producer's copy does."""
+    read_end, write_end = os.pipe()
+    try:
+        meter = _Process(meter_args, None, stdin=read_end)
+    except BaseException:
+        os.close(write_end)
+        raise
+    finally:
+        os.close(read_end)  # the meter's own copy is its only reader: if it dies, the producer fails
+    outcome: list[str | ProcessFailed] = []
+
+    def finish_meter() -> None:
+        try:
+            outcome.append(meter.finish(deadline_seconds, None)[1])
+        except ProcessFailed as exc:
+            outcome.append(exc)
+
+    waiter = threading.Thread(target=finish_meter, daemon=True)
+    waiter.start()
+    try:
+        producer = _Process(make_args(write_end), on_line, pass_fds=(write_end,))
+    except BaseException:
+        meter.kill()
+        raise
+    finally:
+        os.close(write_end)
+    try:
+        producer.finish(deadline_seconds, should_stop)
+    except BaseException:
+        meter.kill()
+        raise
+    finally:
+        waiter.join()
+    if isinstance(outcome[0], ProcessFailed):
+        raise outcome[0]
+    return outcome[0]
+
+
 def _run(
     args: list[str], deadline_seconds: float,
     should_stop: Callable[[], bool] | None, on_line: Callable[[str], None] | None,
 ) -> tuple[str, str]:
-    collected: list[str] = []
-    sink = on_line or collected.append
-    with tempfile.TemporaryFile() as stderr:
-        process = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
-            start_new_session=True, text=True, errors="replace",
-        )
-        reader = threading.Thread(target=_pump, args=(process, sink), daemon=True)
-        reader.start()
-        deadline = time.monotonic() + deadline_seconds
+    return _Process(args, on_line).finish(deadline_seconds, should_stop)
+
+
+class _Process:
+    """One started process: stdout goes line by line to `on_line` (or is collected),
+    stderr to a temporary file whose tail is kept."""
+
+    def __init__(self, args: list[str], on_line: Callable[[str], None] | None, *,
+                 stdin: int = subprocess.DEVNULL, pass_fds: tuple[int, ...] = ()) -> None:
+        self.args = args
+        self.collected: list[str] = []
+        self.stderr = tempfile.TemporaryFile()
         try:
-            while process.poll() is None:
-                if time.monotonic() > deadline:
-                    raise ProcessTimedOut(f"{args[0]} took longer than {deadline_seconds:g} seconds")
-                if should_stop is not None and should_stop():
-                    raise ProcessStopped(f"{args[0]} was stopped")
-                _wait(process, reader)
-        finally:
-            _kill_group(process)
-            reader.join(timeout=5)
-        stderr.seek(0, os.SEEK_END)
-        stderr.seek(max(0, stderr.tell() - STDERR_TAIL))
-        tail = stderr.read().decode("utf-8", "replace")
+            self.process = subprocess.Popen(
+                args, stdin=stdin, stdout=subprocess.PIPE, stderr=self.stderr, pass_fds=pass_fds,
+                start_new_session=True, text=True, errors="replace",
+            )
+        except BaseException:
+            self.stderr.close()
+            raise
+        self.reader = threading.Thread(target=_pump, args=(self.process, on_line or self.collected.append),
+                                       daemon=True)
+        self.reader.start()
+
+    def finish(self, deadline_seconds: float, should_stop: Callable[[], bool] | None) -> tuple[str, str]:
+        """Wait for the end (killing the group on time-out or stop); stdout and the stderr tail."""
+        args, process = self.args, self.process
+        deadline = time.monotonic() + deadline_seconds
+        with self.stderr as stderr:
+            try:
+                while process.poll() is None:
+                    if time.monotonic() > deadline:
+                        raise ProcessTimedOut(f"{args[0]} took longer than {deadline_seconds:g} seconds")
+                    if should_stop is not None and should_stop():
+                        raise ProcessStopped(f"{args[0]} was stopped")
+                    _wait(process, self.reader)
+            finally:
+                self.kill()
+                self.reader.join(timeout=5)
+            stderr.seek(0, os.SEEK_END)
+            stderr.seek(max(0, stderr.tell() - STDERR_TAIL))
+            tail = stderr.read().decode("utf-8", "replace")
         if process.returncode != 0:
             raise ProcessFailed(f"{args[0]} exited with {process.returncode}", process.returncode, tail)
-    return "".join(collected), tail
+        return "".join(self.collected), tail
+
+    def kill(self) -> None:
+        _kill_group(self.process)
 
 
 def _wait(process: subprocess.Popen[str], reader: threading.Thread) -> None:

@@ -1,0 +1,56 @@
+"""An encode measured while it is made: what the meter reads, the size limit, a dying meter."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import loudness, make_audio
+
+from jobs_api.catalog import TARGETS
+from workers import ffmpeg, runner
+
+LIMITS = ffmpeg.Limits(max_duration=3600, max_output_bytes=64 * 1024 * 1024, max_channels=8, max_sample_rate=192000)
+
+
+@pytest.fixture(scope="module")
+def noise(audio_dir: Path) -> Path:
+    return make_audio(audio_dir / "runner-noise.wav", seconds=8.0,
+                      source="anoisesrc=color=pink:duration=8:amplitude=0.3:sample_rate=44100")
+
+
+def plan_for(source: Path, target: str, limits: ffmpeg.Limits = LIMITS) -> ffmpeg.Plan:
+    info = ffmpeg.parse_probe(runner.run(ffmpeg.probe_args(source), deadline_seconds=30))
+    return ffmpeg.plan_conversion(TARGETS[target], {}, info, limits)
+
+
+def metered(source: Path, out: Path, plan: ffmpeg.Plan, limits: ffmpeg.Limits = LIMITS,
+            meter: list[str] | None = None) -> ffmpeg.Levels:
+    log = runner.run_metered(lambda fd: ffmpeg.convert_args(source, out, plan, limits, copy_fd=fd),
+                             meter or ffmpeg.meter_args(("ebu",)), deadline_seconds=60)
+    return ffmpeg.parse_levels(log)
+
+
+@pytest.mark.parametrize("target", ["m4a", "mp3", "flac"])
+def test_the_meter_measures_what_the_file_holds(target: str, noise: Path, tmp_path: Path) -> None:
+    out = tmp_path / f"out.{TARGETS[target].extension}"
+    levels = metered(noise, out, plan_for(noise, target))
+    on_file = loudness(out)
+    assert levels.integrated == pytest.approx(on_file["integrated"], abs=0.2)
+    assert levels.true_peak == pytest.approx(on_file["true_peak"], abs=0.3)
+    written = ffmpeg.parse_probe(runner.run(ffmpeg.probe_args(out), deadline_seconds=30))
+    assert written.duration == pytest.approx(8.0, abs=0.05)
+
+
+def test_the_kernel_stops_the_output_at_the_size_limit(noise: Path, tmp_path: Path) -> None:
+    limits = ffmpeg.Limits(max_duration=3600, max_output_bytes=100_000, max_channels=8, max_sample_rate=192000)
+    out = tmp_path / "big.wav"
+    with pytest.raises(runner.ProcessFailed):
+        metered(noise, out, plan_for(noise, "wav", limits), limits)
+    assert out.stat().st_size == 100_000  # 8 s of CD audio would be 1.4 MB
+
+
+def test_a_meter_that_dies_fails_the_encode_instead_of_stalling_it(noise: Path, tmp_path: Path) -> None:
+    broken = [*ffmpeg.meter_args(("ebu",))[:-5], "-af", "no_such_filter", "-f", "null", "-"]
+    with pytest.raises(runner.ProcessFailed) as failed:
+        metered(noise, tmp_path / "out.flac", plan_for(noise, "flac"), meter=broken)
+    assert not isinstance(failed.value, runner.ProcessTimedOut)
