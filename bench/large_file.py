@@ -19,7 +19,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import Service, make_audio, median, parser, report, service, timed, worker_plan  # noqa: E402
-from workers import ffmpeg, runner  # noqa: E402
+from workers import ffmpeg, loudness, runner  # noqa: E402
 
 CASES = {  # name: (target, options)
     "FLAC": ("flac", {}),
@@ -51,14 +51,22 @@ def raw_ffmpeg(source: Path, target: str, options: dict[str, Any], out: Path) ->
     return time.perf_counter() - start
 
 
-def worker_passes(source: Path, out: Path, plan: ffmpeg.Plan, limits: ffmpeg.Limits) -> str:
-    """Measure and encode for normalization, or just encode; how the gain was applied."""
+def worker_passes(source: Path, out: Path, plan: ffmpeg.Plan, limits: ffmpeg.Limits, measured: bool = False) -> str:
+    """Measure and encode for normalization, or just encode; how the gain was applied.
+    `measured`: the result is measured while it is encoded, as the worker does."""
     method = "none"
     if plan.normalization is not None:
-        log = runner.run_for_log(ffmpeg.measure_args(source, ("ebu",), plan), deadline_seconds=3600)
-        filters, method = ffmpeg.gain_filters(plan.normalization, ffmpeg.parse_levels(log), plan)
-        plan = replace(plan, filters=filters)
-    timed(ffmpeg.convert_args(source, out, plan, limits))
+        frames = loudness.Frames()
+        log = runner.run_for_log(ffmpeg.measure_args(source, ("ebu",), plan), deadline_seconds=3600,
+                                 log_line=frames.feed)
+        gain = ffmpeg.gain_filters(plan.normalization, ffmpeg.parse_levels(log), plan, frames=frames)
+        envelope = loudness.write_envelope(out.with_name(f"{out.stem}.gain.f32"), gain.curve) if gain.curve else None
+        plan, method = replace(plan, filters=gain.filters, envelope=envelope), gain.method
+    if measured:
+        runner.run_metered(lambda fd: ffmpeg.convert_args(source, out, plan, limits, copy_fd=fd),
+                           ffmpeg.meter_args(("ebu",)), deadline_seconds=3600)
+    else:
+        timed(ffmpeg.convert_args(source, out, plan, limits))
     return method
 
 

@@ -29,11 +29,10 @@ OPTIONS: dict[str, Any] = {"normalize": True, "normalize_type": "ebu", "normaliz
 
 
 def ours(source: Path, out: Path, plan: ffmpeg.Plan, limits: ffmpeg.Limits) -> tuple[float, str]:
-    """The worker's passes, timed: measure, choose the gain, encode, and measure the result
+    """The worker's passes, timed: measure, choose the gain, encode while measuring the result
     (as the worker does, to report it and correct a miss)."""
     start = time.perf_counter()
-    method = worker_passes(source, out, plan, limits)
-    loudness(out)
+    method = worker_passes(source, out, plan, limits, measured=True)
     return time.perf_counter() - start, method
 
 

@@ -1,13 +1,16 @@
 """Command lines are compared as lists, without running ffmpeg."""
 from __future__ import annotations
 
+from dataclasses import astuple, replace
 from pathlib import Path
 
 import pytest
 
 from jobs_api.catalog import TARGETS
+from workers import loudness
 from workers.ffmpeg import (
     FORMAT_WHITELIST,
+    Gain,
     Levels,
     Limits,
     Normalization,
@@ -139,44 +142,72 @@ def test_measuring_decodes_the_planned_part_in_the_output_shape() -> None:
     args = measure_args(Path("/s/in"), ("ebu",), plan)
     assert args[args.index("-ss") + 1] == "2" and args[args.index("-t") + 1] == "3"
     assert args[args.index("-af") + 1] == (
-        "aformat=sample_rates=44100:channel_layouts=mono,ebur128=peak=true:framelog=verbose")
+        "aformat=sample_rates=44100:channel_layouts=mono,ebur128=peak=true:framelog=info")  # 100 ms reports
     assert args[-3:] == ["-f", "null", "-"] and "-format_whitelist" in args
 
 
 def test_gain_is_linear_when_the_true_peak_allows_it() -> None:
     plan = plan_conversion(TARGETS["wav"], {"normalize": True}, CD, LIMITS)
     levels = Levels(integrated=-23.0, threshold=-33.0, loudness_range=4.0, true_peak=-9.0)
-    assert gain_filters(EBU, levels, plan) == (("volume=7.00dB",), "linear")
-    assert gain_filters(EBU, levels, plan, correction=-0.4) == (("volume=6.60dB",), "linear")
+    assert gain_filters(EBU, levels, plan) == Gain(("volume=7.00dB",), "linear")
+    assert gain_filters(EBU, levels, plan, correction=-0.4) == Gain(("volume=6.60dB",), "linear")
 
 
 def test_gain_over_the_true_peak_is_limited_after_oversampling() -> None:
     plan = plan_conversion(TARGETS["wav"], {"normalize": True}, CD, LIMITS)
     levels = Levels(integrated=-23.0, threshold=-33.0, loudness_range=4.0, true_peak=-3.0)
-    filters, method = gain_filters(EBU, levels, plan)
+    filters, method, _ = astuple(gain_filters(EBU, levels, plan))
     assert method == "limited"
     assert filters[0] == "volume=7.00dB" and filters[1] == "aresample=176400" and filters[-1] == "aresample=44100"
     assert filters[2].startswith("alimiter=limit=0.84140:")  # -1.5 dB: the limit less the margin
     assert "level=false" in filters[2] and "latency=true" in filters[2]
 
 
-def test_a_wide_loudness_range_goes_to_loudnorm_with_the_measured_values() -> None:
+def frames_of(*passages: tuple[float, float, int]) -> loudness.Frames:
+    """100 ms reports of passages of (loudness LUFS, true peak dBTP, frames), as if logged."""
+    frames = loudness.Frames()
+    for level, peak, count in passages:
+        frames.momentary.extend([level] * count)
+        frames.short_term.extend([level] * count)
+        frames.true_peak.extend([peak] * count)
+    return frames
+
+
+def test_a_wide_loudness_range_rides_the_gain() -> None:
     plan = plan_conversion(TARGETS["wav"], {"normalize": True}, CD, LIMITS)
-    levels = Levels(integrated=-20.0, threshold=-30.5, loudness_range=15.0, true_peak=-1.0)
-    (loudnorm,), method = gain_filters(EBU, levels, plan)
-    assert method == "dynamic"
-    assert loudnorm == ("loudnorm=I=-16.00:LRA=7.00:TP=-1.00:measured_I=-20.00:measured_LRA=15.00:"
-                        "measured_TP=-1.00:measured_thresh=-30.50:linear=false")
+    levels = Levels(integrated=-20.0, threshold=-30.5, loudness_range=15.0, true_peak=-10.0)
+    frames = frames_of((-15.0, -10.0, 50), (-35.0, -30.0, 50))
+    gain = gain_filters(EBU, levels, plan, frames=frames)
+    assert gain.method == "dynamic" and gain.filters == ()  # peaks stay under the limit: no limiter
+    assert len(gain.curve) == 100 and gain.curve[0] < gain.curve[-1]  # the quiet half is lifted more
+    peaky = frames_of((-15.0, -1.0, 50), (-35.0, -30.0, 50))
+    assert gain_filters(EBU, levels, plan, frames=peaky).filters[0] == "aresample=176400"
     short = plan_conversion(TARGETS["wav"], {"normalize": True, "end": "00:00:02"}, CD, LIMITS)
-    assert gain_filters(EBU, levels, short)[1] == "limited"  # too short for loudnorm: range kept
+    assert gain_filters(EBU, levels, short, frames=frames).method == "linear"  # too short: range kept
+    assert gain_filters(EBU, levels, plan).method == "linear"  # no 100 ms reports
+
+
+def test_a_gain_curve_is_multiplied_in_before_the_filters() -> None:
+    plan = replace(plan_conversion(TARGETS["flac"], {"start": "00:00:01"}, CD, LIMITS),
+                   envelope=Path("/w/gain.f32"), filters=("aresample=176400", "alimiter=limit=0.8", "aresample=44100"))
+    args = convert_args(Path("/s/in"), Path("/w/o.flac"), plan, LIMITS)
+    assert args[args.index("-ss") + 2:args.index("-ss") + 4] == ["-i", "file:/s/in"]  # the trim is the audio's
+    assert args[args.index("-f") + 1] == "f32le" and args[args.index("file:/w/gain.f32") - 1] == "-i"
+    assert args[args.index("-filter_complex") + 1] == (
+        "[0:a:0]aformat=sample_rates=44100:channel_layouts=stereo[audio];"
+        "[1:a]aresample=44100,pan=stereo|c0=c0|c1=c0[gain];"
+        "[audio][gain]amultiply,aresample=176400,alimiter=limit=0.8,aresample=44100[out]")
+    assert args[args.index("-map") + 1] == "[out]" and args.count("-map") == 1 and "-af" not in args
+    envelope = args.index("file:/w/gain.f32")
+    assert args[envelope - 11:envelope - 7] == ["-format_whitelist", "f32le", "-protocol_whitelist", "file"]
 
 
 def test_rms_and_peak_gains() -> None:
     plan = plan_conversion(TARGETS["wav"], {"normalize": True}, CD, LIMITS)
     levels = Levels(peak=-6.0, rms=-20.0)
-    assert gain_filters(Normalization("peak", -1.0, -2.0, 7.0), levels, plan) == (("volume=5.00dB",), "linear")
-    assert gain_filters(Normalization("rms", -18.0, -2.0, 7.0), levels, plan) == (("volume=2.00dB",), "linear")
-    filters, method = gain_filters(Normalization("rms", -10.0, -2.0, 7.0), levels, plan)
+    assert gain_filters(Normalization("peak", -1.0, -2.0, 7.0), levels, plan) == Gain(("volume=5.00dB",), "linear")
+    assert gain_filters(Normalization("rms", -18.0, -2.0, 7.0), levels, plan) == Gain(("volume=2.00dB",), "linear")
+    filters, method, _ = astuple(gain_filters(Normalization("rms", -10.0, -2.0, 7.0), levels, plan))
     assert method == "limited" and filters[0] == "volume=10.00dB"
 
 

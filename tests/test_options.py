@@ -197,9 +197,10 @@ def test_ebu_r128_reaches_the_target_within_1_lu_and_keeps_the_true_peak(
     assert reported["integrated_lufs"] == pytest.approx(measured["integrated"], abs=0.2)
     if fixture == "tone":
         assert reported["method"] == "linear"  # a pure tone needs no limiter
-    if fixture == "dynamic":  # loudnorm narrows the range; it does not promise to reach the target
+    if fixture == "dynamic":  # riding the gain narrows the range from 16.5 LU to about the target
         assert reported["method"] == "dynamic"
-        assert measured["lra"] < loudness(path)["lra"] * 0.75
+        assert measured["lra"] <= options["normalize_loudness_range_target_ebu"] + 1.0, (measured, reported)
+        assert reported["loudness_range_lu"] == pytest.approx(measured["lra"], abs=0.2)
 
 
 @pytest.mark.parametrize("kind, level, target", [

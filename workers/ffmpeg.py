@@ -13,6 +13,7 @@ from typing import Any
 
 from jobs_api.catalog import CHANNELS, DEFAULTS, TAGS, Codec, Target, parse_time
 from jobs_api.config import Config
+from workers import loudness
 
 # Demuxers we accept. Everything else (HLS playlists, concat lists, images, ...) is
 # refused at probe time, whatever the file is called; this is what stops a playlist
@@ -93,6 +94,7 @@ class Plan:
     codec_args: tuple[str, ...] = ()
     normalization: Normalization | None = None
     filters: tuple[str, ...] = ()  # gain stages decided after measuring the input
+    envelope: Path | None = None  # a gain curve to multiply the audio by first (loudness.write_envelope)
     tags: tuple[tuple[str, str], ...] = ()
     clear_tags: bool = False
     stream: int = 0  # the input's audio stream to convert
@@ -219,11 +221,25 @@ def _normalization(options: dict[str, Any]) -> Normalization | None:
     )
 
 
-def _source_args(source: Path, start: float | None, stream: int = 0) -> list[str]:
+def _source_args(source: Path, start: float | None, stream: int = 0, mapped: bool = True) -> list[str]:
     args = [*INPUT_GUARD]
     if start:
         args += ["-ss", _seconds(start)]
-    return [*args, "-i", f"file:{source}", "-map", f"0:a:{stream}", "-vn", "-sn", "-dn"]
+    args += ["-i", f"file:{source}"]
+    return [*args, "-map", f"0:a:{stream}", "-vn", "-sn", "-dn"] if mapped else args
+
+
+def _envelope_args(plan: Plan) -> list[str]:
+    """The gain curve as a second input, multiplied into the shaped audio before the filters."""
+    assert plan.envelope is not None
+    layout = _layout(plan.channels)
+    copies = "|".join(f"c{index}=c0" for index in range(plan.channels))
+    graph = (f"[0:a:{plan.stream}]{_shape(plan)}[audio];"
+             f"[1:a]aresample={plan.sample_rate},pan={layout}|{copies}[gain];"
+             f"[audio][gain]{','.join(('amultiply', *plan.filters))}[out]")
+    return ["-format_whitelist", "f32le", "-protocol_whitelist", "file", "-f", "f32le",
+            "-ar", str(loudness.FRAMES_PER_SECOND), "-ac", "1", "-i", f"file:{plan.envelope}",
+            "-filter_complex", graph, "-map", "[out]"]
 
 
 def _layout(channels: int) -> str:
@@ -239,9 +255,13 @@ def _shape(plan: Plan) -> str:
 def convert_args(source: Path, output: Path, plan: Plan, limits: Limits, copy_fd: int | None = None) -> list[str]:
     """Encode `source` to `output`; with `copy_fd`, also write the encoded stream (in
     Matroska) to that file descriptor, for a meter to measure the result while it is made."""
-    args = ["ffmpeg", *COMMON, "-nostdin", "-nostats", *_source_args(source, plan.start, plan.stream)]
-    if plan.filters:
-        args += ["-af", ",".join((_shape(plan), *plan.filters))]
+    args = ["ffmpeg", *COMMON, "-nostdin", "-nostats"]
+    if plan.envelope is not None:
+        args += [*_source_args(source, plan.start, mapped=False), *_envelope_args(plan)]
+    else:
+        args += _source_args(source, plan.start, plan.stream)
+        if plan.filters:
+            args += ["-af", ",".join((_shape(plan), *plan.filters))]
     args += ["-c:a", plan.codec]
     if plan.sample_fmt:
         args += ["-sample_fmt", plan.sample_fmt]
@@ -267,19 +287,21 @@ def convert_args(source: Path, output: Path, plan: Plan, limits: Limits, copy_fd
 # Loudness: measure, decide the gain, measure again --------------------------------------
 
 METERS = {
-    "ebu": "ebur128=peak=true:framelog=verbose",
+    "ebu": "ebur128=peak=true:framelog=verbose",  # verbose: the 100 ms reports stay out of an info log
     "levels": "astats=measure_perchannel=none",
 }
+FRAME_LOG = {"ebu": "ebur128=peak=true:framelog=info"}  # every 100 ms, for riding the gain
 
 
 def measure_args(source: Path, meters: tuple[str, ...], plan: Plan | None = None) -> list[str]:
-    """Decode (the planned part of) `source` through the meters; they report on stderr."""
+    """Decode (the planned part of) `source` through the meters; they report on stderr.
+    Measuring an input for a plan, ebur128 also logs each 100 ms (loudness.Frames)."""
     args = ["ffmpeg", "-hide_banner", "-loglevel", "info", "-nostdin", "-nostats"]
     args += _source_args(source, plan.start, plan.stream) if plan else _source_args(source, None)
     chain = [METERS[m] for m in meters]
     if plan is not None:
         args += ["-t", _seconds(plan.duration)]
-        chain.insert(0, _shape(plan))
+        chain = [_shape(plan), *(FRAME_LOG.get(m, METERS[m]) for m in meters)]
     return [*args, "-af", ",".join(chain), "-f", "null", "-"]
 
 
@@ -311,8 +333,8 @@ def parse_levels(log: str) -> Levels:
 # Below this the meters have nothing to go on: EBU's integrated loudness needs 400 ms
 # blocks above the -70 LUFS gate, RMS and peak need any sound at all.
 SILENT = -70.0
-# loudnorm's dynamic mode looks 3 s ahead; shorter clips keep their loudness range.
-LOUDNORM_MIN_SECONDS = 3.0
+# Riding the gain needs the 3 s short-term loudness; shorter clips keep their loudness range.
+RIDE_MIN_SECONDS = 3.0
 RMS_CEILING = -0.3  # dBFS: where rms normalization starts limiting rather than clipping
 TRUE_PEAK_MARGIN = 0.5  # dB the limiter keeps below the limit: lossy encoders overshoot a little
 
@@ -321,12 +343,23 @@ class NotMeasurable(Exception):
     """The input is silent (or too short to measure), so it cannot be normalized."""
 
 
+@dataclass(frozen=True)
+class Gain:
+    """How a measured input reaches its target."""
+
+    filters: tuple[str, ...]  # applied after the curve, if there is one
+    method: str  # linear, limited or dynamic
+    curve: tuple[float, ...] = ()  # dB per 100 ms (dynamic): loudness.write_envelope
+
+
 def gain_filters(
     norm: Normalization, levels: Levels, plan: Plan, correction: float = 0.0,
-) -> tuple[tuple[str, ...], str]:
-    """The filters that bring the measured input to the target, and how ("linear", ...).
+    frames: loudness.Frames | None = None,
+) -> Gain:
+    """The gain that brings the measured input to the target, and how.
 
     `correction` (dB) is added to the target when a first result measured off target.
+    `frames` (ebur128's 100 ms reports) let a wide loudness range be narrowed.
     """
     target = norm.level + correction
     if norm.kind == "ebu":
@@ -335,20 +368,24 @@ def gain_filters(
         gain = target - levels.integrated
         peak_after = (levels.true_peak if levels.true_peak is not None else 0.0) + gain
         wide = levels.loudness_range is not None and levels.loudness_range > norm.loudness_range
-        if wide and plan.duration >= LOUDNORM_MIN_SECONDS:
-            return (_loudnorm(norm, levels, target),), "dynamic"  # only loudnorm narrows the range
+        if wide and plan.duration >= RIDE_MIN_SECONDS and frames:
+            assert levels.loudness_range is not None
+            curve = loudness.ride(frames, levels.integrated, levels.loudness_range, target, norm.loudness_range)
+            over = loudness.peak_after(frames, curve) > norm.true_peak
+            limiter = _limiter(norm.true_peak - TRUE_PEAK_MARGIN, plan.sample_rate) if over else ()
+            return Gain(limiter, "dynamic", tuple(curve))
         if peak_after <= norm.true_peak:
-            return (_volume(gain),), "linear"
+            return Gain((_volume(gain),), "linear")
         # Transients over the limit: our own oversampled limiter. loudnorm's dynamic mode
         # misses the target by several LU on such material (measured: -22.5 for -16).
-        return (_volume(gain), *_limiter(norm.true_peak - TRUE_PEAK_MARGIN, plan.sample_rate)), "limited"
+        return Gain((_volume(gain), *_limiter(norm.true_peak - TRUE_PEAK_MARGIN, plan.sample_rate)), "limited")
     measured = levels.rms if norm.kind == "rms" else levels.peak
     if measured is None or measured <= SILENT - 20:
         raise NotMeasurable("the input is silent")
     gain = target - measured
     if norm.kind == "rms" and (levels.peak or 0.0) + gain > RMS_CEILING:
-        return (_volume(gain), *_limiter(RMS_CEILING, plan.sample_rate)), "limited"
-    return (_volume(gain),), "linear"
+        return Gain((_volume(gain), *_limiter(RMS_CEILING, plan.sample_rate)), "limited")
+    return Gain((_volume(gain),), "linear")
 
 
 def _volume(gain_db: float) -> str:
@@ -360,16 +397,6 @@ def _limiter(ceiling_db: float, rate: int) -> tuple[str, ...]:
     limit = 10 ** (ceiling_db / 20)
     return (f"aresample={rate * 4}", f"alimiter=limit={limit:.5f}:attack=1:release=50:level=false:latency=true",
             f"aresample={rate}")
-
-
-def _loudnorm(norm: Normalization, levels: Levels, target: float) -> str:
-    measured = {
-        "measured_I": levels.integrated, "measured_LRA": levels.loudness_range or 0.0,
-        "measured_TP": levels.true_peak if levels.true_peak is not None else 0.0,
-        "measured_thresh": levels.threshold if levels.threshold is not None else SILENT,
-    }
-    settings = {"I": max(-70.0, min(-5.0, target)), "LRA": norm.loudness_range, "TP": norm.true_peak, **measured}
-    return "loudnorm=" + ":".join(f"{key}={value:.2f}" for key, value in settings.items()) + ":linear=false"
 
 
 def tts_args(text: Path, wav: Path, voice: str) -> list[str]:

@@ -43,9 +43,13 @@ def run(
     return _run(args, deadline_seconds, should_stop, on_line)[0]
 
 
-def run_for_log(args: list[str], *, deadline_seconds: float, should_stop: Callable[[], bool] | None = None) -> str:
-    """Run `args`; return the end of stderr, where ffmpeg's meters print their summaries."""
-    return _run(args, deadline_seconds, should_stop, None)[1]
+def run_for_log(
+    args: list[str], *, deadline_seconds: float, should_stop: Callable[[], bool] | None = None,
+    log_line: Callable[[str], None] | None = None,
+) -> str:
+    """Run `args`; return the end of stderr, where ffmpeg's meters print their summaries.
+    `log_line`, if given, then reads the whole of stderr line by line."""
+    return _Process(args, None).finish(deadline_seconds, should_stop, log_line)[1]
 
 
 def run_metered(
@@ -120,7 +124,8 @@ class _Process:
                                        daemon=True)
         self.reader.start()
 
-    def finish(self, deadline_seconds: float, should_stop: Callable[[], bool] | None) -> tuple[str, str]:
+    def finish(self, deadline_seconds: float, should_stop: Callable[[], bool] | None,
+               log_line: Callable[[str], None] | None = None) -> tuple[str, str]:
         """Wait for the end (killing the group on time-out or stop); stdout and the stderr tail."""
         args, process = self.args, self.process
         deadline = time.monotonic() + deadline_seconds
@@ -138,6 +143,10 @@ class _Process:
             stderr.seek(0, os.SEEK_END)
             stderr.seek(max(0, stderr.tell() - STDERR_TAIL))
             tail = stderr.read().decode("utf-8", "replace")
+            if log_line is not None and process.returncode == 0:
+                stderr.seek(0)
+                for line in stderr:
+                    log_line(line.decode("utf-8", "replace"))
         if process.returncode != 0:
             raise ProcessFailed(f"{args[0]} exited with {process.returncode}", process.returncode, tail)
         return "".join(self.collected), tail

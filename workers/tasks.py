@@ -7,7 +7,7 @@ import json
 import logging
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import cache
@@ -26,7 +26,7 @@ from jobs_api.lifecycle import record_note, transition
 from jobs_api.models import Conversion, InputFile, Job, JobStatus, OutputFile
 from jobs_api.presets import PresetService
 from jobs_api.storage import Storage, remove_quietly, sha256_file
-from workers import ffmpeg, runner, wavheader
+from workers import ffmpeg, loudness, runner, wavheader
 from workers.queue import enqueue, enqueue_in
 
 log = logging.getLogger(__name__)
@@ -438,12 +438,14 @@ def _encode_measured(ctx: Context, job: Job, source: Path, partial: Path, plan: 
     return ffmpeg.parse_levels(log)
 
 
-def _run_ffmpeg(ctx: Context, job: Job, args: list[str], progress: _Progress, *, log_out: bool = False) -> str:
-    """Run an ffmpeg pass; returns its log when `log_out` (the meters report there)."""
+def _run_ffmpeg(ctx: Context, job: Job, args: list[str], progress: _Progress, *, log_out: bool = False,
+                log_line: Callable[[str], None] | None = None) -> str:
+    """Run an ffmpeg pass; returns its log when `log_out` (the meters report there), and
+    gives `log_line` each line of it."""
     with _ffmpeg_problems(ctx, job):
         if log_out:
             return runner.run_for_log(args, deadline_seconds=ctx.config.ffmpeg_timeout_seconds,
-                                      should_stop=progress.should_stop)
+                                      should_stop=progress.should_stop, log_line=log_line)
         return runner.run(args, deadline_seconds=ctx.config.ffmpeg_timeout_seconds,
                           should_stop=progress.should_stop, on_line=progress.line)
 
@@ -488,34 +490,40 @@ def _encode_normalized(
     """Measure the input, encode with the gain that reaches the target, measure the result.
 
     Input and result go through the one meter the kind needs: ebur128 (integrated, range,
-    true peak) for EBU, astats (sample peak, RMS) otherwise. Running both cost each pass
-    over a 10-minute 44.1 kHz stereo file about 2.2 s more here (astats alone)."""
+    true peak, and every 100 ms for riding the gain) for EBU, astats (sample peak, RMS)
+    otherwise. Running both cost each pass over a 10-minute 44.1 kHz stereo file about
+    2.2 s more here (astats alone)."""
     norm = plan.normalization
     assert norm is not None
     meters = ("ebu",) if norm.kind == "ebu" else ("levels",)
+    frames = loudness.Frames()
     before = ffmpeg.parse_levels(_run_ffmpeg(ctx, job, ffmpeg.measure_args(source, meters, plan), progress,
-                                             log_out=True))
+                                             log_out=True, log_line=frames.feed))
     try:
-        filters, method = ffmpeg.gain_filters(norm, before, plan)
+        gain = ffmpeg.gain_filters(norm, before, plan, frames=frames)
     except ffmpeg.NotMeasurable as exc:
         notes.append(f"normalize skipped: {exc}.")
         _encode(ctx, job, source, partial, plan, progress)
         return None
     correction = 0.0
     for attempt in range(1, MAX_ENCODES + 1):
-        after = _encode_measured(ctx, job, source, partial, replace(plan, filters=filters), progress, meters)
+        envelope = None
+        if gain.curve:
+            envelope = loudness.write_envelope(partial.with_name(f"{partial.stem}.gain.f32"), gain.curve)
+        after = _encode_measured(ctx, job, source, partial, replace(plan, filters=gain.filters, envelope=envelope),
+                                 progress, meters)
         reached = {"ebu": after.integrated, "rms": after.rms, "peak": after.peak}[norm.kind]
         miss = norm.level - reached if reached is not None else 0.0
         if attempt == MAX_ENCODES or abs(miss) <= CORRECT_BEYOND[norm.kind]:
             break
         correction += miss
-        filters, method = ffmpeg.gain_filters(norm, before, plan, correction)
+        gain = ffmpeg.gain_filters(norm, before, plan, correction, frames)
     measured = {
         "integrated_lufs": after.integrated, "true_peak_dbtp": after.true_peak,
         "loudness_range_lu": after.loudness_range, "peak_dbfs": after.peak, "rms_dbfs": after.rms,
         "input_integrated_lufs": before.integrated, "input_peak_dbfs": before.peak, "input_rms_dbfs": before.rms,
     }
-    return {"type": norm.kind, "target": norm.level, "method": method, "encodes": attempt,
+    return {"type": norm.kind, "target": norm.level, "method": gain.method, "encodes": attempt,
             **{name: value for name, value in measured.items() if value is not None}}
 
 
