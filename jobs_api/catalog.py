@@ -263,8 +263,8 @@ def _options_for(target: Target) -> list[Option]:
                "Ignored if normalize_type is not ebu.", minimum=-70, maximum=-5,
                default=DEFAULTS["normalize_target_level_ebu"]),
         Option("normalize_loudness_range_target_ebu", "number", "Loudness range target in LU; "
-               "a wider source is compressed toward it (loudnorm's dynamic mode, sources of 3 s "
-               "or more). Ignored if normalize_type is not ebu.",
+               "a wider source is compressed toward it (a gain that rides the short-term loudness, "
+               "sources of 3 s or more). Ignored if normalize_type is not ebu.",
                minimum=1, maximum=50, default=DEFAULTS["normalize_loudness_range_target_ebu"]),
         Option("normalize_true_peak_ebu", "number", "Maximum true peak in dBTP. Ignored if "
                "normalize_type is not ebu.", minimum=-9, maximum=0, default=DEFAULTS["normalize_true_peak_ebu"]),

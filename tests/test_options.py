@@ -162,7 +162,7 @@ def normalized(client: Any, config: Any, headers: dict[str, str], path: Path, ta
     job = convert(client, config, headers, path, target, {"normalize": True, **options})
     assert job["status"]["code"] == "completed", job["errors"]
     produced = download(client, job, tmp_path)
-    # loudnorm and the limiter work at higher rates; the file keeps the planned one.
+    # the limiter works at four times the rate; the file keeps the planned one.
     rate = options.get("frequency") or min(int(probe(path)["sample_rate"]), 48000 if target == "mp3" else 10**6)
     assert int(probe(produced)["sample_rate"]) == rate
     return loudness(produced), job["output"][0]["metadata"]["loudness"]

@@ -478,7 +478,7 @@ def _too_large(ctx: Context) -> JobProblem:
 
 # How far a normalized result may be from its target before it is encoded again with
 # the difference added: half the promised tolerance (1 LU for EBU, 0.5 dB otherwise).
-# A linear gain lands on target at once; limiting and loudnorm lose some loudness.
+# A linear gain lands on target at once; limiting and lossy encoders lose some loudness.
 CORRECT_BEYOND = {"ebu": 0.5, "rms": 0.25, "peak": 0.25}
 MAX_ENCODES = 3
 
