@@ -7,6 +7,7 @@ Every figure is a ratio against a baseline measured in the same run on the same 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shlex
@@ -15,11 +16,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +54,47 @@ class Service:
             if job["status"]["code"] == "failed":
                 raise RuntimeError(f"the job failed: {job['errors']}")
             time.sleep(every)
+
+
+class Callbacks:
+    """A loopback HTTP server that takes the service's job callbacks (the job's JSON, POSTed
+    when it completes or fails): how a client learns that a long job ended without polling."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.arrived = threading.Condition()
+        callbacks = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                job = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                with callbacks.arrived:
+                    callbacks.jobs[job["id"]] = job
+                    callbacks.arrived.notify_all()
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/done"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait(self, job_id: str, seconds: float = 3600) -> dict[str, Any]:
+        """The job as its callback told it; RuntimeError if it failed."""
+        with self.arrived:
+            if not self.arrived.wait_for(lambda: job_id in self.jobs, timeout=seconds):
+                raise RuntimeError(f"no callback for job {job_id} in {seconds} s")
+            job = self.jobs.pop(job_id)
+        if job["status"]["code"] != "completed":
+            raise RuntimeError(f"the job failed: {job['errors']}")
+        return job
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def parser(description: str) -> argparse.ArgumentParser:

@@ -86,7 +86,8 @@ class Sampler:
     def _watch(self) -> None:
         while self.running:
             for pid in children(self.worker):
-                self.child_peak = max(self.child_peak, status(pid)["VmRSS"])
+                # an ffmpeg that has just exited (a zombie) has no VmRSS any more
+                self.child_peak = max(self.child_peak, status(pid).get("VmRSS", 0))
             time.sleep(0.02)
 
     def stop(self) -> tuple[int, int]:

@@ -12,11 +12,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import make_audio, parser, report, service, worker_plan  # noqa: E402
+from bench.common import Callbacks, make_audio, parser, report, service, worker_plan  # noqa: E402
 from bench.large_file import through_service, worker_passes  # noqa: E402
 from workers import ffmpeg, runner  # noqa: E402
 
@@ -55,7 +56,7 @@ def main() -> None:
     if FFMPEG_NORMALIZE is None:
         raise SystemExit("ffmpeg-normalize is not installed: pip install -e '.[dev]'")
     rows = []
-    with tempfile.TemporaryDirectory() as scratch, service() as running:
+    with tempfile.TemporaryDirectory() as scratch, service() as running, closing(Callbacks()) as callbacks:
         folder = Path(scratch)
         for material, varying in (("steady", False), ("varying", True)):
             source = make_audio(folder / f"{material}.wav", seconds, varying)
@@ -64,7 +65,7 @@ def main() -> None:
             outputs = {name: folder / f"{material}-{name}.m4a" for name in ("theirs", "ours", "served")}
             base_seconds = ffmpeg_normalize(source, outputs["theirs"], bitrate)
             our_seconds, method = ours(source, outputs["ours"], plan, limits)
-            served = through_service(running, source, "aac", OPTIONS, outputs["served"])
+            served = through_service(running, source, "aac", OPTIONS, outputs["served"], callbacks)
             for name, took, out in (("ffmpeg-normalize", base_seconds, outputs["theirs"]),
                                     (f"worker passes ({method})", our_seconds, outputs["ours"]),
                                     ("service: upload to download", served, outputs["served"])):
