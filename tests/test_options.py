@@ -11,7 +11,7 @@ from conftest import format_tags, loudness, make_audio, packet_sizes, probe, run
 from test_conversion import convert, download
 
 from jobs_api import catalog
-from workers import tasks
+from workers import ffmpeg, tasks
 
 # A target, an option set it can produce, and what ffprobe must then report.
 MATRIX = [
@@ -201,6 +201,19 @@ def test_ebu_r128_reaches_the_target_within_1_lu_and_keeps_the_true_peak(
         assert reported["method"] == "dynamic"
         assert measured["lra"] <= options["normalize_loudness_range_target_ebu"] + 1.0, (measured, reported)
         assert reported["loudness_range_lu"] == pytest.approx(measured["lra"], abs=0.2)
+
+
+def test_a_long_input_is_measured_in_halves_side_by_side(client: Any, config: Any, headers: dict[str, str],
+                                                         audio_dir: Path, tmp_path: Path) -> None:
+    long = make_audio(audio_dir / "long-dynamic.wav", seconds=66.0, rate=44100,
+                      source="anoisesrc=color=pink:duration=66:amplitude=0.5:sample_rate=44100,"
+                             "volume='if(lt(mod(t,8),4),1,0.15)':eval=frame")
+    assert 66.0 >= ffmpeg.SPLIT_SECONDS
+    options = {"normalize_target_level_ebu": -18, "normalize_loudness_range_target_ebu": 6}
+    measured, reported = normalized(client, config, headers, long, "flac", options, tmp_path)
+    assert reported["method"] == "dynamic"
+    assert reported["input_integrated_lufs"] == pytest.approx(loudness(long)["integrated"], abs=0.1)
+    assert abs(measured["integrated"] - (-18)) <= 0.5 and measured["lra"] <= 7.0, (measured, reported)
 
 
 @pytest.mark.parametrize("kind, level, target", [

@@ -50,6 +50,21 @@ class Frames:
             self.true_peak.append(max(float(value) for value in found[3].split()))
 
 
+def joined(parts: Sequence[Frames], each: int) -> Frames:
+    """One series from parts measured side by side, each covering `each` reports but the
+    last. A part after the first starts a short-term window (3 s) before the previous one
+    ends: its first WINDOW reports only fill its meter's window again. A part's meter also
+    reads on to the end of the decoded packet in which its time ran out: that goes too."""
+    whole = Frames()
+    for index, part in enumerate(parts):
+        start = WINDOW if index else 0
+        end = None if index == len(parts) - 1 else start + each
+        whole.momentary.extend(part.momentary[start:end])
+        whole.short_term.extend(part.short_term[start:end])
+        whole.true_peak.extend(part.true_peak[start:end])
+    return whole
+
+
 def ride(frames: Frames, integrated: float, loudness_range: float, target: float, target_range: float) -> list[float]:
     """Gains in dB, one per 100 ms frame, for audio measured as `integrated` LUFS over
     `loudness_range` LU: deviations from its loudness shrink to fit `target_range`, quiet

@@ -52,6 +52,23 @@ def run_for_log(
     return _Process(args, None).finish(deadline_seconds, should_stop, log_line)[1]
 
 
+def run_side_by_side(
+    commands: list[list[str]], *, deadline_seconds: float, should_stop: Callable[[], bool] | None = None,
+    log_lines: list[Callable[[str], None]],
+) -> list[str]:
+    """Run the commands at once (one per core); each one's log tail, its lines to `log_lines`."""
+    started: list[_Process] = []
+    deadline = time.monotonic() + deadline_seconds
+    try:
+        for args in commands:
+            started.append(_Process(args, None))
+        return [process.finish(deadline - time.monotonic(), should_stop, log_line)[1]
+                for process, log_line in zip(started, log_lines, strict=True)]
+    finally:
+        for process in started:
+            process.kill()
+
+
 def run_metered(
     make_args: Callable[[int], list[str]], meter_args: list[str], *, deadline_seconds: float,
     should_stop: Callable[[], bool] | None = None, on_line: Callable[[str], None] | None = None,

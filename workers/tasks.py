@@ -496,9 +496,18 @@ def _encode_normalized(
     norm = plan.normalization
     assert norm is not None
     meters = ("ebu",) if norm.kind == "ebu" else ("levels",)
-    frames = loudness.Frames()
-    before = ffmpeg.parse_levels(_run_ffmpeg(ctx, job, ffmpeg.measure_args(source, meters, plan), progress,
-                                             log_out=True, log_line=frames.feed))
+    if norm.kind == "ebu" and plan.duration >= ffmpeg.SPLIT_SECONDS:
+        halves = [loudness.Frames(), loudness.Frames()]
+        commands, each = ffmpeg.measure_halves_args(source, plan)
+        with _ffmpeg_problems(ctx, job):
+            logs = runner.run_side_by_side(commands, deadline_seconds=ctx.config.ffmpeg_timeout_seconds,
+                                           should_stop=progress.should_stop, log_lines=[half.feed for half in halves])
+        frames = loudness.joined(halves, each)
+        before = ffmpeg.joined_levels(frames, logs)
+    else:
+        frames = loudness.Frames()
+        before = ffmpeg.parse_levels(_run_ffmpeg(ctx, job, ffmpeg.measure_args(source, meters, plan), progress,
+                                                 log_out=True, log_line=frames.feed))
     try:
         gain = ffmpeg.gain_filters(norm, before, plan, frames=frames)
     except ffmpeg.NotMeasurable as exc:
