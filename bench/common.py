@@ -82,12 +82,16 @@ class Callbacks:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/done"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def wait(self, job_id: str, seconds: float = 3600) -> dict[str, Any]:
-        """The job as its callback told it; RuntimeError if it failed."""
+    def ended(self, job_id: str, seconds: float = 3600) -> dict[str, Any]:
+        """The job as its callback told it, completed or failed."""
         with self.arrived:
             if not self.arrived.wait_for(lambda: job_id in self.jobs, timeout=seconds):
                 raise RuntimeError(f"no callback for job {job_id} in {seconds} s")
-            job = self.jobs.pop(job_id)
+            return self.jobs.pop(job_id)
+
+    def wait(self, job_id: str, seconds: float = 3600) -> dict[str, Any]:
+        """The job as its callback told it; RuntimeError if it failed."""
+        job = self.ended(job_id, seconds)
         if job["status"]["code"] != "completed":
             raise RuntimeError(f"the job failed: {job['errors']}")
         return job

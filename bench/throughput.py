@@ -15,6 +15,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from functools import partial
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -22,7 +23,7 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import make_audio, parser, report, service, worker_plan  # noqa: E402
+from bench.common import Callbacks, make_audio, parser, report, service, worker_plan  # noqa: E402
 from bench.small_file import Quiet  # noqa: E402
 from workers import ffmpeg  # noqa: E402
 
@@ -50,31 +51,30 @@ def main() -> None:
         server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=folder))
         threading.Thread(target=server.serve_forever, daemon=True).start()
         base_url = f"http://127.0.0.1:{server.server_address[1]}"
-        with service(workers=cores) as running:
+        with service(workers=cores) as running, closing(Callbacks()) as callbacks:
             headers = {"X-Oc-Api-Key": running.key}
 
-            def submit(clip: Path) -> None:
-                requests.post(f"{running.url}/v2/jobs", headers=headers, timeout=60, json={
+            def submit(clip: Path) -> str:
+                created = requests.post(f"{running.url}/v2/jobs", headers=headers, timeout=60, json={
                     "input": [{"type": "remote", "source": f"{base_url}/{clip.name}"}],
-                    "conversion": [{"target": "mp3"}]}).raise_for_status()
+                    "conversion": [{"target": "mp3"}], "callback": callbacks.url})
+                created.raise_for_status()
+                return str(created.json()["id"])
 
             start = time.perf_counter()
             with ThreadPoolExecutor(32) as pool:
-                list(pool.map(submit, clips))
-            done = 0
-            while done < count:
-                time.sleep(0.05)
-                done = sum(int(requests.get(f"{running.url}/v2/jobs", params={"status": status}, headers=headers,
-                                            timeout=30).headers["X-Count"]) for status in ("completed", "failed"))
+                ids = list(pool.map(submit, clips))
+            ended = [callbacks.ended(job_id) for job_id in ids]
             ours = count / (time.perf_counter() - start)
-            failed = int(requests.get(f"{running.url}/v2/jobs", params={"status": "failed"}, headers=headers,
-                                      timeout=30).headers["X-Count"])
+            failed = sum(job["status"]["code"] != "completed" for job in ended)
         server.shutdown()
     report("Throughput: many small jobs at once vs xargs -P ffmpeg",
            ("clips", "workers", "xargs jobs/s", "service jobs/s", "ratio", "failed"),
            [(count, cores, baseline, ours, ours / baseline, failed)], args.results,
            notes=[f"input: {count} copies of a {seconds} s 44.1 kHz stereo WAV, to mp3; "
-                  "the service gets them as URL inputs from a loopback HTTP server, 32 submitting threads"])
+                  "the service gets them as URL inputs from a loopback HTTP server, 32 submitting threads; "
+                  "each job's callback says it ended (polling the job list 20 times a second cost the API "
+                  "about 15 ms of CPU per job here, on the cores the conversions run on)"])
 
 
 if __name__ == "__main__":
