@@ -133,10 +133,12 @@ class StreamingRequest(Request):
         super().__init__(environ, *args, **kwargs)
         length = self.content_length
         if length and self.mimetype == "multipart/form-data":
-            # The multipart parser asks for 64 KiB at a time; gunicorn answered each such read
-            # by copying all it had buffered, about a third of a 100 MB upload's time (py-spy).
-            # One read per megabyte, served to the parser from this buffer, costs a fraction.
-            body = _BodyReader(environ["wsgi.input"], length)
+            # The multipart parser asks for 64 KiB at a time. Served from a 1 MiB buffer that
+            # is filled straight from gunicorn's socket where it can be: gunicorn's own reader
+            # copies each megabyte about four times, and a 100 MB upload took 0.2-0.4 s where
+            # a plain socket-to-file copy takes 0.04-0.1 s here.
+            source = environ["wsgi.input"]
+            body = _SocketBody.over(source, environ.get("gunicorn.socket"), length) or _BodyReader(source, length)
             environ["wsgi.input"] = io.BufferedReader(body, buffer_size=BODY_READ_SIZE)
 
     def _get_file_stream(self, total_content_length: int | None, content_type: str | None,
@@ -172,6 +174,54 @@ class _BodyReader(io.RawIOBase):
         buffer[:len(data)] = data
         self.left -= len(data)
         return len(data)
+
+
+class _SocketBody(io.RawIOBase):
+    """A request body under gunicorn, read from the client's socket into the caller's buffer.
+
+    Whatever gunicorn has read ahead comes first, and what is not used stays with it. Its
+    own reader is kept told how much of the body is left, so that after the response it
+    drains only what the application did not read, and a failed read marks the
+    connection unusable: the next request on it stays where gunicorn expects it."""
+
+    def __init__(self, body: Any, sock: Any, length: int) -> None:
+        self.body, self.sock, self.left = body, sock, length
+
+    @classmethod
+    def over(cls, body: Any, sock: Any, length: int) -> _SocketBody | None:
+        """The fast reader if `body` is gunicorn's untouched body of `length` bytes on `sock`."""
+        reader = getattr(body, "reader", None)
+        unreader = getattr(reader, "unreader", None)
+        buffered = getattr(body, "buf", None)
+        if (sock is None or getattr(reader, "length", None) != length or not hasattr(unreader, "take_buffered")
+                or not hasattr(unreader, "unread") or not isinstance(buffered, io.BytesIO) or buffered.tell()):
+            return None
+        return cls(body, sock, length)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        want = min(len(buffer), self.left)
+        if not want:
+            return 0
+        unreader = self.body.reader.unreader
+        try:
+            ahead = unreader.take_buffered()
+            if ahead:
+                count = min(want, len(ahead))
+                buffer[:count] = ahead[:count]
+                unreader.unread(ahead[count:])
+            else:
+                count = self.sock.recv_into(buffer, want)
+        except BaseException:
+            self.body.failed = True
+            raise
+        if not count:
+            self.body.failed = True  # the client went away mid-body
+        self.left -= count
+        self.body.reader.length = self.left
+        return count
 
 
 class IncomingFile:

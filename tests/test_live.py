@@ -3,10 +3,14 @@ real HTTP, by the official api2convert SDK where it has a call for the flow."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -93,6 +97,71 @@ def test_a_large_upload_arrives_whole_with_its_checksum(live: LiveService, tmp_p
     assert (item["size"], item["checksum"]) == (len(content), hashlib.sha256(content).hexdigest())
     stored = [path for path in (live.settings.storage_dir / "inputs").iterdir() if path.stat().st_size == len(content)]
     assert [path.read_bytes() == content for path in stored] == [True]
+
+
+def _upload_request(job: dict[str, Any], content: bytes, token: str | None = None) -> bytes:
+    """A raw HTTP/1.1 multipart upload of `content` into `job`, keeping the connection open."""
+    boundary = "b0undary-" + os.urandom(8).hex()
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.raw\"\r\n"
+            f"Content-Type: application/octet-stream\r\n\r\n").encode() + content + f"\r\n--{boundary}--\r\n".encode()
+    path = urlsplit(f"{job['server']}/upload-file/{job['id']}").path
+    head = (f"POST {path} HTTP/1.1\r\nHost: x\r\nX-Oc-Token: {token or job['token']}\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {len(body)}\r\n\r\n")
+    return head.encode() + body
+
+
+def _responses(sock: socket.socket, count: int) -> list[tuple[int, bytes]]:
+    """`count` HTTP responses (each with a Content-Length) read one after another from one connection."""
+    stream = sock.makefile("rb")
+    answers = []
+    for _ in range(count):
+        status = int(stream.readline().split()[1])
+        headers = {}
+        while (line := stream.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            headers[name.strip().lower()] = value.strip()
+        answers.append((status, stream.read(int(headers["content-length"]))))
+    return answers
+
+
+@pytest.mark.parametrize("size", [1000, 3 * 1024 * 1024 + 7])
+def test_uploads_keep_the_connection_usable_for_the_requests_behind_them(live: LiveService, size: int) -> None:
+    # Uploads under gunicorn are read from its socket directly. A small body arrives with its
+    # headers, together with the request sent right behind it; a large one needs many reads.
+    key = create_key(live.settings, f"pipelined-{size}")
+    jobs = [requests.post(f"{live.url}/v2/jobs", headers={"X-Oc-Api-Key": key}, timeout=10,
+                          json={"process": False, "conversion": [{"target": "flac"}]}).json() for _ in range(2)]
+    contents = [os.urandom(size), os.urandom(size + 1)]
+    check = f"GET /v2/jobs/{jobs[0]['id']} HTTP/1.1\r\nHost: x\r\nX-Oc-Api-Key: {key}\r\n\r\n".encode()
+    # Refused before its body is read, which gunicorn then drains (small bodies only: it
+    # closes the connection rather than read megabytes nobody wants).
+    refused = _upload_request(jobs[0], contents[0], token="not-the-token") if size < 65536 else b""
+    with socket.create_connection(urlsplit(live.url).netloc.split(":"), timeout=30) as sock:  # type: ignore[arg-type]
+        sock.sendall(refused + _upload_request(jobs[0], contents[0]) + check + _upload_request(jobs[1], contents[1]))
+        answers = _responses(sock, 4 if refused else 3)
+    if refused:
+        assert answers.pop(0)[0] == 404  # no job of that token
+    assert [status for status, _ in answers] == [201, 200, 201], answers
+    for (_, body), content in zip([answers[0], answers[2]], contents, strict=True):
+        item = json.loads(body)
+        assert (item["size"], item["checksum"]) == (len(content), hashlib.sha256(content).hexdigest())
+    assert json.loads(answers[1][1])["input"][0]["checksum"] == hashlib.sha256(contents[0]).hexdigest()
+
+
+def test_an_upload_cut_off_midway_leaves_nothing_and_the_service_serves_on(live: LiveService) -> None:
+    key = create_key(live.settings, "cut-off")
+    job = requests.post(f"{live.url}/v2/jobs", headers={"X-Oc-Api-Key": key}, timeout=10,
+                        json={"process": False, "conversion": [{"target": "flac"}]}).json()
+    request = _upload_request(job, os.urandom(2 * 1024 * 1024))
+    with socket.create_connection(urlsplit(live.url).netloc.split(":"), timeout=30) as sock:  # type: ignore[arg-type]
+        sock.sendall(request[:len(request) // 2])
+    deadline = time.monotonic() + 10
+    incoming = live.settings.storage_dir / "incoming"
+    while any(incoming.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(incoming.iterdir())
+    state = requests.get(f"{live.url}/v2/jobs/{job['id']}", headers={"X-Oc-Api-Key": key}, timeout=10).json()
+    assert state["input"] == [] and state["status"]["code"] == "incomplete"
 
 
 def _ffmpeg_running_for(job_id: str) -> bool:
