@@ -148,14 +148,14 @@ def test_measuring_decodes_the_planned_part_in_the_output_shape() -> None:
 
 def test_gain_is_linear_when_the_true_peak_allows_it() -> None:
     plan = plan_conversion(TARGETS["wav"], {"normalize": True}, CD, LIMITS)
-    levels = Levels(integrated=-23.0, threshold=-33.0, loudness_range=4.0, true_peak=-9.0)
+    levels = Levels(integrated=-23.0, loudness_range=4.0, true_peak=-9.0)
     assert gain_filters(EBU, levels, plan) == Gain(("volume=7.00dB",), "linear")
     assert gain_filters(EBU, levels, plan, correction=-0.4) == Gain(("volume=6.60dB",), "linear")
 
 
 def test_gain_over_the_true_peak_is_limited_after_oversampling() -> None:
     plan = plan_conversion(TARGETS["wav"], {"normalize": True}, CD, LIMITS)
-    levels = Levels(integrated=-23.0, threshold=-33.0, loudness_range=4.0, true_peak=-3.0)
+    levels = Levels(integrated=-23.0, loudness_range=4.0, true_peak=-3.0)
     filters, method, _ = astuple(gain_filters(EBU, levels, plan))
     assert method == "limited"
     assert filters[0] == "volume=7.00dB" and filters[1] == "aresample=176400" and filters[-1] == "aresample=44100"
@@ -175,7 +175,7 @@ def frames_of(*passages: tuple[float, float, int]) -> loudness.Frames:
 
 def test_a_wide_loudness_range_rides_the_gain() -> None:
     plan = plan_conversion(TARGETS["wav"], {"normalize": True}, CD, LIMITS)
-    levels = Levels(integrated=-20.0, threshold=-30.5, loudness_range=15.0, true_peak=-10.0)
+    levels = Levels(integrated=-20.0, loudness_range=15.0, true_peak=-10.0)
     frames = frames_of((-15.0, -10.0, 50), (-35.0, -30.0, 50))
     gain = gain_filters(EBU, levels, plan, frames=frames)
     assert gain.method == "dynamic" and gain.filters == ()  # peaks stay under the limit: no limiter
@@ -236,7 +236,7 @@ def test_meter_summaries_are_parsed() -> None:
   True peak:
     Peak:       -1.4 dBFS
 """
-    assert parse_levels(log) == Levels(integrated=-19.2, threshold=-29.2, loudness_range=6.1, true_peak=-1.4,
+    assert parse_levels(log) == Levels(integrated=-19.2, loudness_range=6.1, true_peak=-1.4,
                                        peak=-3.25, rms=-18.5)
     assert parse_levels("True peak:\n    Peak:       -inf dBFS\n").true_peak is None
 

@@ -73,7 +73,6 @@ class Levels:
     """What ffmpeg's ebur128 and astats meters reported; None where a meter did not run."""
 
     integrated: float | None = None  # LUFS
-    threshold: float | None = None  # LUFS, the gate of the integrated loudness
     loudness_range: float | None = None  # LU
     true_peak: float | None = None  # dBTP
     peak: float | None = None  # dBFS, sample peak
@@ -348,7 +347,6 @@ def parse_levels(log: str) -> Levels:
 
     return Levels(
         integrated=number(r"\bI:\s+(-?[\d.]+|-inf) LUFS"),
-        threshold=number(r"Integrated loudness:\s+I:.*\n\s+Threshold:\s+(-?[\d.]+|-inf) LUFS"),
         loudness_range=number(r"\bLRA:\s+(-?[\d.]+) LU"),
         true_peak=number(r"True peak:\s+Peak:\s+(-?[\d.]+|-inf) dBFS"),
         peak=number(r"Peak level dB:\s+(-?[\d.]+|-inf)"),

@@ -496,18 +496,7 @@ def _encode_normalized(
     norm = plan.normalization
     assert norm is not None
     meters = ("ebu",) if norm.kind == "ebu" else ("levels",)
-    if norm.kind == "ebu" and plan.duration >= ffmpeg.SPLIT_SECONDS:
-        halves = [loudness.Frames(), loudness.Frames()]
-        commands, each = ffmpeg.measure_halves_args(source, plan)
-        with _ffmpeg_problems(ctx, job):
-            logs = runner.run_side_by_side(commands, deadline_seconds=ctx.config.ffmpeg_timeout_seconds,
-                                           should_stop=progress.should_stop, log_lines=[half.feed for half in halves])
-        frames = loudness.joined(halves, each)
-        before = ffmpeg.joined_levels(frames, logs)
-    else:
-        frames = loudness.Frames()
-        before = ffmpeg.parse_levels(_run_ffmpeg(ctx, job, ffmpeg.measure_args(source, meters, plan), progress,
-                                                 log_out=True, log_line=frames.feed))
+    before, frames = _measure_input(ctx, job, source, plan, progress, meters)
     try:
         gain = ffmpeg.gain_filters(norm, before, plan, frames=frames)
     except ffmpeg.NotMeasurable as exc:
@@ -534,6 +523,24 @@ def _encode_normalized(
     }
     return {"type": norm.kind, "target": norm.level, "method": gain.method, "encodes": attempt,
             **{name: value for name, value in measured.items() if value is not None}}
+
+
+def _measure_input(ctx: Context, job: Job, source: Path, plan: ffmpeg.Plan, progress: _Progress,
+                   meters: tuple[str, ...]) -> tuple[ffmpeg.Levels, loudness.Frames]:
+    """The input's levels and, for EBU, ebur128's 100 ms reports. A minute or more is
+    measured as two halves side by side, one per core."""
+    if meters == ("ebu",) and plan.duration >= ffmpeg.SPLIT_SECONDS:
+        halves = [loudness.Frames(), loudness.Frames()]
+        commands, each = ffmpeg.measure_halves_args(source, plan)
+        with _ffmpeg_problems(ctx, job):
+            logs = runner.run_side_by_side(commands, deadline_seconds=ctx.config.ffmpeg_timeout_seconds,
+                                           should_stop=progress.should_stop, log_lines=[half.feed for half in halves])
+        frames = loudness.joined(halves, each)
+        return ffmpeg.joined_levels(frames, logs), frames
+    frames = loudness.Frames()
+    log = _run_ffmpeg(ctx, job, ffmpeg.measure_args(source, meters, plan), progress, log_out=True,
+                      log_line=frames.feed)
+    return ffmpeg.parse_levels(log), frames
 
 
 TEXT_TYPES = ("text/plain",)
