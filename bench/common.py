@@ -118,6 +118,9 @@ def free_port() -> int:
 def service(workers: int | None = None, env: dict[str, str] | None = None) -> Iterator[Service]:
     """`jobs-api serve` and one `jobs-api worker` per core, on SQLite (or DATABASE_URL) in a
     temporary folder, with their own Redis queue; stopped and removed afterwards."""
+    # Gigabytes an earlier script wrote may still be on their way to disk: flushed now, that
+    # writeback does not land on this script's measurements.
+    os.sync()
     root = Path(tempfile.mkdtemp(prefix="jobs-api-bench-"))
     port = free_port()
     settings = {
