@@ -21,6 +21,7 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import Callbacks, Service, make_audio, median, parser, report, service, timed, worker_plan  # noqa: E402
 from workers import ffmpeg, loudness, runner  # noqa: E402
+from workers.tasks import measure_input  # noqa: E402
 
 CASES = {  # name: (target, options)
     "FLAC": ("flac", {}),
@@ -55,14 +56,12 @@ def raw_ffmpeg(source: Path, target: str, options: dict[str, Any], out: Path) ->
 
 
 def worker_passes(source: Path, out: Path, plan: ffmpeg.Plan, limits: ffmpeg.Limits, measured: bool = False) -> str:
-    """Measure and encode for normalization, or just encode; how the gain was applied.
-    `measured`: the result is measured while it is encoded, as the worker does."""
+    """Measure (as the worker measures) and encode for normalization, or just encode; how the
+    gain was applied. `measured`: the result is measured while it is encoded, as the worker does."""
     method = "none"
     if plan.normalization is not None:
-        frames = loudness.Frames()
-        log = runner.run_for_log(ffmpeg.measure_args(source, ("ebu",), plan), deadline_seconds=3600,
-                                 log_line=frames.feed)
-        gain = ffmpeg.gain_filters(plan.normalization, ffmpeg.parse_levels(log), plan, frames=frames)
+        levels, frames = measure_input(source, plan, ("ebu",), deadline_seconds=3600)
+        gain = ffmpeg.gain_filters(plan.normalization, levels, plan, frames=frames)
         envelope = loudness.write_envelope(out.with_name(f"{out.stem}.gain.f32"), gain.curve) if gain.curve else None
         plan, method = replace(plan, filters=gain.filters, envelope=envelope), gain.method
     if measured:

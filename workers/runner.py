@@ -40,7 +40,7 @@ def run(
     on_line: Callable[[str], None] | None = None,
 ) -> str:
     """Run `args`; return stdout (or feed it line by line to `on_line`)."""
-    return _run(args, deadline_seconds, should_stop, on_line)[0]
+    return _Process(args, on_line).finish(deadline_seconds, should_stop)[0]
 
 
 def run_for_log(
@@ -111,13 +111,6 @@ def run_metered(
     if isinstance(outcome[0], ProcessFailed):
         raise outcome[0]
     return outcome[0]
-
-
-def _run(
-    args: list[str], deadline_seconds: float,
-    should_stop: Callable[[], bool] | None, on_line: Callable[[str], None] | None,
-) -> tuple[str, str]:
-    return _Process(args, on_line).finish(deadline_seconds, should_stop)
 
 
 class _Process:

@@ -421,7 +421,10 @@ def _adopt_output(ctx: Context, job: Job, conversion: Conversion, path: Path, fi
 
 def _encode(ctx: Context, job: Job, source: Path, partial: Path, plan: ffmpeg.Plan, progress: _Progress) -> None:
     progress.total, progress.reached = plan.duration, 0.0
-    _run_ffmpeg(ctx, job, ffmpeg.convert_args(source, partial, plan, ctx.limits), progress)
+    with _ffmpeg_problems(ctx, job):
+        runner.run(ffmpeg.convert_args(source, partial, plan, ctx.limits),
+                   deadline_seconds=ctx.config.ffmpeg_timeout_seconds, should_stop=progress.should_stop,
+                   on_line=progress.line)
 
 
 def _encode_measured(ctx: Context, job: Job, source: Path, partial: Path, plan: ffmpeg.Plan, progress: _Progress,
@@ -436,18 +439,6 @@ def _encode_measured(ctx: Context, job: Job, source: Path, partial: Path, plan: 
             deadline_seconds=ctx.config.ffmpeg_timeout_seconds, should_stop=progress.should_stop,
             on_line=progress.line)
     return ffmpeg.parse_levels(log)
-
-
-def _run_ffmpeg(ctx: Context, job: Job, args: list[str], progress: _Progress, *, log_out: bool = False,
-                log_line: Callable[[str], None] | None = None) -> str:
-    """Run an ffmpeg pass; returns its log when `log_out` (the meters report there), and
-    gives `log_line` each line of it."""
-    with _ffmpeg_problems(ctx, job):
-        if log_out:
-            return runner.run_for_log(args, deadline_seconds=ctx.config.ffmpeg_timeout_seconds,
-                                      should_stop=progress.should_stop, log_line=log_line)
-        return runner.run(args, deadline_seconds=ctx.config.ffmpeg_timeout_seconds,
-                          should_stop=progress.should_stop, on_line=progress.line)
 
 
 @contextmanager
@@ -496,7 +487,9 @@ def _encode_normalized(
     norm = plan.normalization
     assert norm is not None
     meters = ("ebu",) if norm.kind == "ebu" else ("levels",)
-    before, frames = _measure_input(ctx, job, source, plan, progress, meters)
+    with _ffmpeg_problems(ctx, job):
+        before, frames = measure_input(source, plan, meters, deadline_seconds=ctx.config.ffmpeg_timeout_seconds,
+                                       should_stop=progress.should_stop)
     try:
         gain = ffmpeg.gain_filters(norm, before, plan, frames=frames)
     except ffmpeg.NotMeasurable as exc:
@@ -525,21 +518,20 @@ def _encode_normalized(
             **{name: value for name, value in measured.items() if value is not None}}
 
 
-def _measure_input(ctx: Context, job: Job, source: Path, plan: ffmpeg.Plan, progress: _Progress,
-                   meters: tuple[str, ...]) -> tuple[ffmpeg.Levels, loudness.Frames]:
-    """The input's levels and, for EBU, ebur128's 100 ms reports. A minute or more is
-    measured as two halves side by side, one per core."""
+def measure_input(source: Path, plan: ffmpeg.Plan, meters: tuple[str, ...], *, deadline_seconds: float,
+                  should_stop: Callable[[], bool] | None = None) -> tuple[ffmpeg.Levels, loudness.Frames]:
+    """The planned audio's levels and, for EBU, ebur128's 100 ms reports (none otherwise).
+    A minute or more of EBU is measured as two halves side by side, one per core."""
     if meters == ("ebu",) and plan.duration >= ffmpeg.SPLIT_SECONDS:
         halves = [loudness.Frames(), loudness.Frames()]
         commands, each = ffmpeg.measure_halves_args(source, plan)
-        with _ffmpeg_problems(ctx, job):
-            logs = runner.run_side_by_side(commands, deadline_seconds=ctx.config.ffmpeg_timeout_seconds,
-                                           should_stop=progress.should_stop, log_lines=[half.feed for half in halves])
+        logs = runner.run_side_by_side(commands, deadline_seconds=deadline_seconds, should_stop=should_stop,
+                                       log_lines=[half.feed for half in halves])
         frames = loudness.joined(halves, each)
         return ffmpeg.joined_levels(frames, logs), frames
     frames = loudness.Frames()
-    log = _run_ffmpeg(ctx, job, ffmpeg.measure_args(source, meters, plan), progress, log_out=True,
-                      log_line=frames.feed)
+    log = runner.run_for_log(ffmpeg.measure_args(source, meters, plan), deadline_seconds=deadline_seconds,
+                             should_stop=should_stop, log_line=frames.feed if meters == ("ebu",) else None)
     return ffmpeg.parse_levels(log), frames
 
 
