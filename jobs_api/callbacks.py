@@ -6,6 +6,7 @@ tells that moment, byte for byte. Both the API and the worker queue deliveries w
 from __future__ import annotations
 
 import json
+from typing import Protocol
 
 from jobs_api import file_conversion
 from jobs_api.config import Config
@@ -15,7 +16,16 @@ from jobs_api.representation import job_json
 FINAL = (JobStatus.COMPLETED.value, JobStatus.FAILED.value)
 
 
-def wanted(job: Job) -> bool:
+class Subscription(Protocol):
+    """What decides it: a Job, or a row of just these columns."""
+
+    callback: str | None
+    notify_status: bool
+    dialect: str
+    status: str
+
+
+def wanted(job: Subscription) -> bool:
     """Every change with notify_status (a /v2 flag), otherwise only completed and failed."""
     if not job.callback:
         return False

@@ -37,7 +37,10 @@ def gunicorn_args(host: str, port: str, app: str) -> list[str]:
     return [
         "gunicorn", "--bind", f"{host}:{port}", "--workers", workers,
         "--worker-class", "gthread", "--threads", os.environ.get("WEB_THREADS", "4"),
-        "--timeout", "600", "--access-logfile", "-", app,
+        "--timeout", "600", "--access-logfile", "-",
+        # The app is imported once, before the workers fork: they start at once instead of each
+        # importing it on a core the conversions need. It opens no connection while imported.
+        "--preload", app,
     ]
 
 
@@ -45,10 +48,11 @@ def worker(config: Config, burst: bool) -> None:
     from rq import SimpleWorker
     from rq.serializers import JSONSerializer
 
-    from workers import sweeper
+    from workers import sweeper, tasks
     from workers.queue import queue_for, redis_for
 
     queue = queue_for(config)
+    tasks.context()  # imports and the database engine now, not during the first job
     sweeper.schedule(config, after=0)  # unless a sweep is scheduled already
     # with_scheduler: callback retries and sweeps are scheduled jobs (enqueue_in), never a sleeping worker.
     # SimpleWorker runs tasks in this process instead of forking one per task: the database

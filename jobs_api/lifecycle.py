@@ -12,14 +12,15 @@ from jobs_api.models import STATUS_INFO, Job, JobEvent, JobStatus, utcnow
 
 def transition(
     session: Session, job_id: str, to: JobStatus, *,
-    allowed_from: Iterable[JobStatus], info: str | None = None,
+    allowed_from: Iterable[JobStatus], info: str | None = None, progress: int | None = None,
 ) -> bool:
-    """Move the job to `to` if it is in one of `allowed_from`; the caller commits."""
+    """Move the job to `to` (and `progress`, if given) if it is in one of `allowed_from`; the caller commits."""
     text = info or STATUS_INFO[to]
+    extra = {} if progress is None else {"progress": progress}
     result = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status.in_([status.value for status in allowed_from]))
-        .values(status=to.value, status_info=text, modified_at=utcnow())
+        .values(status=to.value, status_info=text, modified_at=utcnow(), **extra)
         .execution_options(synchronize_session="fetch")
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]

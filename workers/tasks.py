@@ -128,9 +128,8 @@ def _run(ctx: Context, session: Session, job: Job) -> str:
                 item.status = "failed"
                 if _problem(session, job, "input", item.id, problem, job.fail_on_input_error):
                     return "failed"
-    _check_canceled(session, job.id)
     if not transition(session, job.id, JobStatus.PROCESSING, allowed_from=[JobStatus.DOWNLOADING]):
-        raise Canceled()
+        raise Canceled()  # the only way out of downloading but this task
     session.commit()
     announce(ctx, session, job.id)
 
@@ -156,8 +155,7 @@ def _run(ctx: Context, session: Session, job: Job) -> str:
         fail(session, job.id, "job", job.id, Code.NO_OUTPUT, "The job produced no output.")
         session.commit()
         return "failed"
-    session.execute(update(Job).where(Job.id == job.id).values(progress=100))
-    if not transition(session, job.id, JobStatus.COMPLETED, allowed_from=[JobStatus.PROCESSING]):
+    if not transition(session, job.id, JobStatus.COMPLETED, allowed_from=[JobStatus.PROCESSING], progress=100):
         session.rollback()
         return "canceled"
     session.commit()
@@ -225,7 +223,8 @@ class _Progress:
         self.ctx, self.job_id, self.step, self.steps = ctx, job_id, step, steps
         self.total = 0.0
         self.reached = 0.0  # seconds of output the last ffmpeg run reported writing
-        self.last_write = self.last_check = 0.0
+        self.last_write = 0.0
+        self.last_check = time.monotonic()  # the job was running when the step began
         self.canceled = False
 
     def line(self, text: str) -> None:
@@ -256,13 +255,6 @@ class _Progress:
                 status = session.scalar(select(Job.status).where(Job.id == self.job_id))
             self.canceled = status != JobStatus.PROCESSING.value
         return self.canceled
-
-
-def _check_canceled(session: Session, job_id: str) -> None:
-    session.expire_all()
-    status = session.scalar(select(Job.status).where(Job.id == job_id))
-    if status == JobStatus.CANCELED.value:
-        raise Canceled()
 
 
 def _probe(path: Path) -> list[ffmpeg.SourceInfo]:
@@ -592,8 +584,10 @@ def _discard_outputs(ctx: Context, session: Session, job_id: str) -> None:
 
 def announce(ctx: Context, session: Session, job_id: str) -> None:
     """Queue the job's callback if its new status is one the callback wants to hear about."""
-    if not session.scalar(select(Job.callback).where(Job.id == job_id)):
-        return  # most jobs: no reload of the job and its lists
+    subscription = session.execute(
+        select(Job.callback, Job.notify_status, Job.dialect, Job.status).where(Job.id == job_id)).one_or_none()
+    if subscription is None or not callbacks.wanted(subscription):
+        return  # most changes: no reload of the job and its lists
     session.expire_all()
     job = session.get(Job, job_id)
     if job is not None and callbacks.wanted(job):
