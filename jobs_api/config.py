@@ -55,6 +55,8 @@ class Config:
     max_jobs_per_minute: int = 120
     # Wrong download passwords one address may send within ten minutes before it gets 429.
     max_password_failures: int = 10
+    # Convert an upload that starts its job while it arrives (workers/early.py).
+    convert_while_uploading: bool = True
 
     @classmethod
     def from_env(cls) -> Config:
@@ -83,6 +85,7 @@ class Config:
             max_concurrent_jobs=_env_int("MAX_CONCURRENT_JOBS", defaults.max_concurrent_jobs),
             max_jobs_per_minute=_env_int("MAX_JOBS_PER_MINUTE", defaults.max_jobs_per_minute),
             max_password_failures=_env_int("MAX_PASSWORD_FAILURES", defaults.max_password_failures),
+            convert_while_uploading=bool(_env_int("CONVERT_WHILE_UPLOADING", int(defaults.convert_while_uploading))),
         )
 
     def replace(self, **changes: object) -> Config:

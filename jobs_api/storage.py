@@ -57,6 +57,10 @@ class Storage:
         finally:
             shutil.rmtree(path, ignore_errors=True)
 
+    def work_dir_path(self, job_id: str, name: str) -> Path:
+        """A named work folder of the job, for work that outlives one task (workers/early.py)."""
+        return self.work / f"{_checked(job_id)}-{name}"
+
     def remove_work_dirs(self, job_id: str) -> None:
         for path in self.work.glob(f"{_checked(job_id)}-*"):
             shutil.rmtree(path, ignore_errors=True)

@@ -145,6 +145,9 @@ class StreamingRequest(Request):
                          filename: str | None = None, content_length: int | None = None) -> IO[bytes]:
         handle = IncomingFile(storage().incoming_file())
         self.incoming_paths.append(handle.path)
+        on_file = self.environ.pop(ON_FILE, None)  # for the first file part only
+        if on_file is not None:
+            on_file(handle.path)
         return handle  # type: ignore[return-value]  # the parser only writes, seeks and closes
 
     @property
@@ -158,6 +161,7 @@ class StreamingRequest(Request):
 
 
 BODY_READ_SIZE = 1024 * 1024
+ON_FILE = "jobs_api.on_file"  # environ: called with the path of the first file part as it begins
 
 
 class _BodyReader(io.RawIOBase):

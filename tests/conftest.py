@@ -89,6 +89,7 @@ def service_env(settings: Config) -> dict[str, str]:
         "MAX_CONCURRENT_JOBS": str(settings.max_concurrent_jobs),
         "MAX_JOBS_PER_MINUTE": str(settings.max_jobs_per_minute),
         "MAX_PASSWORD_FAILURES": str(settings.max_password_failures),
+        "CONVERT_WHILE_UPLOADING": str(int(settings.convert_while_uploading)),
     }
 
 

@@ -219,3 +219,59 @@ def test_errors_over_http_carry_no_internals(live: LiveService) -> None:
     assert response.status_code == 400
     assert response.json()["code"] == 400
     assert "Traceback" not in response.text and "/work" not in response.text
+
+
+def _send_in_two_parts(live: LiveService, request: bytes, pause_until: Any) -> socket.socket:
+    """Send the first half of `request`, wait until `pause_until()` holds (10 s at most), send the rest."""
+    sock = socket.create_connection(urlsplit(live.url).netloc.split(":"), timeout=30)  # type: ignore[arg-type]
+    sock.sendall(request[:len(request) // 2])
+    deadline = time.monotonic() + 10
+    while not pause_until() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pause_until(), "the early conversion never started"
+    sock.sendall(request[len(request) // 2:])
+    return sock
+
+
+def test_an_upload_that_starts_its_job_is_converted_while_it_arrives(live: LiveService, audio_dir: Path) -> None:
+    key = create_key(live.settings, "early")
+    source = make_audio(audio_dir / "early-live.wav", seconds=20.0)
+    job = requests.post(f"{live.url}/v2/jobs", headers={"X-Oc-Api-Key": key}, timeout=10,
+                        json={"conversion": [{"target": "mp3", "options": {"audio_bitrate": 128}}]}).json()
+    early_folder = live.settings.storage_dir / "work" / f"{job['id']}-early"
+    # Half the upload, then nothing until ffmpeg converts it (only the early conversion can
+    # run for the job before its upload is complete).
+    with _send_in_two_parts(live, _upload_request(job, source.read_bytes()),
+                            lambda: _ffmpeg_running_for(job["id"])) as sock:
+        assert _responses(sock, 1)[0][0] == 201
+    done = wait_for_job(live.url, job["id"], key)
+    assert done["status"]["code"] == "completed", done
+    history = requests.get(f"{live.url}/v2/jobs/{job['id']}/history", headers={"X-Oc-Api-Key": key}, timeout=10)
+    assert "Converted while the upload arrived." in [event["info"] for event in history.json()]
+    output = requests.get(done["output"][0]["uri"], timeout=30)
+    made = live.settings.storage_dir / "early-live.mp3"
+    made.write_bytes(output.content)
+    assert probe(made)["codec_name"] == "mp3" and probe(made)["duration"] == pytest.approx(20.0, abs=0.1)
+    assert done["output"][0]["metadata"]["bitrate"] == pytest.approx(128_000, rel=0.05)
+    assert not early_folder.exists()
+
+
+def test_an_upload_dropped_while_it_is_converted_leaves_nothing(live: LiveService, audio_dir: Path) -> None:
+    key = create_key(live.settings, "early-dropped")
+    source = make_audio(audio_dir / "early-live.wav", seconds=20.0)
+    job = requests.post(f"{live.url}/v2/jobs", headers={"X-Oc-Api-Key": key}, timeout=10,
+                        json={"conversion": [{"target": "flac"}]}).json()
+    early_folder = live.settings.storage_dir / "work" / f"{job['id']}-early"
+    request = _upload_request(job, source.read_bytes())
+    with socket.create_connection(urlsplit(live.url).netloc.split(":"), timeout=30) as sock:  # type: ignore[arg-type]
+        sock.sendall(request[:len(request) // 2])
+        deadline = time.monotonic() + 10
+        while not early_folder.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert early_folder.exists(), "the early conversion never started"
+    deadline = time.monotonic() + 10
+    while early_folder.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not early_folder.exists() and not _ffmpeg_running_for(job["id"])
+    state = requests.get(f"{live.url}/v2/jobs/{job['id']}", headers={"X-Oc-Api-Key": key}, timeout=10).json()
+    assert state["input"] == [] and state["status"]["code"] == "incomplete"

@@ -220,7 +220,11 @@ def _normalization(options: dict[str, Any]) -> Normalization | None:
     )
 
 
-def _source_args(source: Path, start: float | None, stream: int = 0, mapped: bool = True) -> list[str]:
+def _source_args(source: Path | None, start: float | None, stream: int = 0, mapped: bool = True) -> list[str]:
+    """Read `source`; None: a WAV on stdin (an upload converted as it arrives, workers/early.py)."""
+    if source is None:
+        args = ["-format_whitelist", "wav", "-protocol_whitelist", "pipe", "-f", "wav", "-i", "pipe:0"]
+        return [*args, "-map", f"0:a:{stream}", "-vn", "-sn", "-dn"] if mapped else args
     args = [*INPUT_GUARD]
     if start:
         args += ["-ss", _seconds(start)]
@@ -251,9 +255,10 @@ def _shape(plan: Plan) -> str:
     return f"aformat=sample_rates={plan.sample_rate}:channel_layouts={_layout(plan.channels)}"
 
 
-def convert_args(source: Path, output: Path, plan: Plan, limits: Limits, copy_fd: int | None = None) -> list[str]:
-    """Encode `source` to `output`; with `copy_fd`, also write the encoded stream (in
-    Matroska) to that file descriptor, for a meter to measure the result while it is made."""
+def convert_args(source: Path | None, output: Path, plan: Plan, limits: Limits,
+                 copy_fd: int | None = None) -> list[str]:
+    """Encode `source` (None: a WAV on stdin) to `output`; with `copy_fd`, also write the encoded
+    stream (in Matroska) to that file descriptor, for a meter to measure the result while it is made."""
     args = ["ffmpeg", *COMMON, "-nostdin", "-nostats"]
     if plan.envelope is not None:
         args += [*_source_args(source, plan.start, mapped=False), *_envelope_args(plan)]

@@ -113,6 +113,47 @@ def run_metered(
     return outcome[0]
 
 
+def run_fed(
+    args: list[str], feed: Callable[[int, threading.Event], bool], *, deadline_seconds: float,
+    on_line: Callable[[str], None] | None = None,
+) -> str:
+    """Run `args` with its stdin written by `feed(fd, stop)` on a thread of its own; return stdout.
+    `feed` returns whether it wrote everything; if it gives up, the process is stopped
+    (ProcessStopped). `stop` is set when the process has ended, so a waiting feed can leave."""
+    read_end, write_end = os.pipe()
+    try:
+        process = _Process(args, on_line, stdin=read_end)
+    except BaseException:
+        os.close(write_end)
+        raise
+    finally:
+        os.close(read_end)
+    gave_up, stop = threading.Event(), threading.Event()
+
+    def pump() -> None:
+        try:
+            if not feed(write_end, stop):
+                gave_up.set()
+        except OSError:  # the process stopped reading: its exit status tells why
+            pass
+        except BaseException:
+            gave_up.set()
+            raise
+        finally:
+            os.close(write_end)  # set gave_up first: the process may end as soon as its input does
+
+    feeder = threading.Thread(target=pump, daemon=True)
+    feeder.start()
+    try:
+        output = process.finish(deadline_seconds, gave_up.is_set)[0]
+    finally:
+        stop.set()
+        feeder.join()
+    if gave_up.is_set():
+        raise ProcessStopped(f"{args[0]} was stopped: its input ended early")
+    return output
+
+
 class _Process:
     """One started process: stdout goes line by line to `on_line` (or is collected),
     stderr to a temporary file whose tail is kept."""

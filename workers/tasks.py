@@ -26,8 +26,8 @@ from jobs_api.lifecycle import record_note, transition
 from jobs_api.models import Conversion, InputFile, Job, JobStatus, OutputFile
 from jobs_api.presets import PresetService
 from jobs_api.storage import Storage, remove_quietly, sha256_file
-from workers import ffmpeg, loudness, runner, wavheader
-from workers.queue import enqueue, enqueue_in
+from workers import early, ffmpeg, loudness, runner, wavheader
+from workers.queue import enqueue, enqueue_in, queue_for
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +160,37 @@ def _run(ctx: Context, session: Session, job: Job) -> str:
         return "canceled"
     session.commit()
     return "completed"
+
+
+def convert_arriving(job_id: str, incoming_name: str) -> str:
+    """Convert an upload that will start its job while it arrives (workers/early.py)."""
+    ctx = context()
+    arrival = early.Arrival.open(ctx.storage, incoming_name)
+    if arrival is None:
+        return "skipped: the upload is over"
+    with arrival:
+        source = arrival.source()
+        if source is None or source.duration > ctx.config.max_duration_seconds:
+            return "skipped: not a plain WAV within the limits"
+        with ctx.sessions() as session:
+            job = session.get(Job, job_id)
+            if job is None or len(job.conversions) != 1:
+                return "skipped: not one conversion"
+            conversion = job.conversions[0]
+            try:
+                options = _options(session, job, conversion)
+                target = catalog.TARGETS[conversion.target]
+                plan = ffmpeg.with_tags(ffmpeg.plan_conversion(target, options, source, ctx.limits),
+                                        conversion.metadata_)
+            except (JobProblem, ffmpeg.PlanInvalid):
+                return "skipped: the job's own task reports this"
+        if plan.normalization is not None or plan.start:
+            return "skipped: needs the whole input first"
+        if arrival.state() != "arriving":
+            return "skipped: the upload is over"
+        queue = queue_for(ctx.config)
+        return early.convert(ctx.storage, job_id, conversion.id, arrival, plan, ctx.limits,
+                             ctx.config.ffmpeg_timeout_seconds, others_waiting=lambda: queue.count > 0)
 
 
 def _problem(session: Session, job: Job, source: str, source_id: str, problem: JobProblem, fatal: bool) -> bool:
@@ -340,7 +371,15 @@ def _convert_stream(
         raise JobProblem(Code.OPTIONS_NOT_APPLICABLE, f"The options do not fit the input: {exc}.") from exc
     loudness = None
     if plan.normalization is None:
-        _encode(ctx, job, source_path, partial, plan, progress)
+        reached = early.take(ctx.storage, job.id, conversion.id, source_path, plan, ctx.limits, partial,
+                             progress.should_stop, ctx.config.ffmpeg_timeout_seconds)
+        if reached is None:
+            _encode(ctx, job, source_path, partial, plan, progress)
+        else:
+            progress.reached = reached
+            with ctx.sessions() as session:
+                record_note(session, job.id, "Converted while the upload arrived.")
+                session.commit()
     else:
         loudness = _encode_normalized(ctx, job, source_path, partial, plan, progress, notes)
     if partial.stat().st_size >= ctx.config.max_output_bytes:

@@ -20,8 +20,9 @@ CODECS = {(PCM, 8): "pcm_u8", (PCM, 16): "pcm_s16le", (PCM, 24): "pcm_s24le", (P
 MAX_CHUNKS = 64  # chunks before "data" worth walking; more is unusual enough for ffprobe
 
 
-def read(path: Path) -> SourceInfo | None:
-    """The file's one audio stream as ffprobe reports it, or None to ask ffprobe."""
+def read(path: Path, arriving: bool = False) -> SourceInfo | None:
+    """The file's one audio stream as ffprobe reports it, or None to ask ffprobe. `arriving`:
+    the file is still being written, so its data may not all be there yet (workers/early.py)."""
     size = path.stat().st_size
     with path.open("rb") as handle:
         riff = handle.read(12)
@@ -37,7 +38,7 @@ def read(path: Path) -> SourceInfo | None:
                 fmt = handle.read(min(length, 40))
                 handle.seek(length - len(fmt) + (length & 1), 1)
             elif name == b"data":
-                if fmt is None or length in (0, 0xFFFFFFFF) or handle.tell() + length > size:
+                if fmt is None or length in (0, 0xFFFFFFFF) or handle.tell() + length > size and not arriving:
                     return None
                 return _stream(fmt, length)
             else:

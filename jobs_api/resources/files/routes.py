@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import base64
+import logging
 from collections.abc import Iterator
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -11,6 +13,7 @@ from urllib.parse import quote
 from flask import Response, request, send_file
 from flask.views import MethodView
 from marshmallow import Schema, fields, pre_load
+from redis.exceptions import RedisError
 from sqlalchemy import update
 
 from jobs_api import representation as rep
@@ -20,8 +23,10 @@ from jobs_api.models import Job, OutputFile, utcnow
 from jobs_api.resources.jobs.schemas import InputOut
 from jobs_api.security import password_matches
 from jobs_api.throttle import PasswordFailures
-from jobs_api.web import Blueprint, config, load_job, received_file, service, session, storage
-from workers.queue import redis_for
+from jobs_api.web import ON_FILE, Blueprint, config, load_job, received_file, service, session, storage
+from workers.queue import enqueue, redis_for
+
+log = logging.getLogger(__name__)
 
 blp = Blueprint("files", __name__, url_prefix="/v2/dl", description="Uploads and downloads")
 
@@ -56,6 +61,8 @@ class UploadFile(MethodView):
         """Upload a file into a job (multipart field `file`), with the job's token or the key"""
         job = load_job(job_id)  # before the body is read: no bytes for a job you cannot see
         _require_slot_if_starting(job)
+        if config().convert_while_uploading and _starts_job(job) and not job.inputs and len(job.conversions) == 1:
+            request.environ[ON_FILE] = partial(_convert_while_arriving, job.id)
         upload = request.files.get("file")
         if upload is None or not upload.filename and not upload.stream:
             raise RequestInvalid("No file sent.", {"file": ["a multipart field named file is required"]})
@@ -89,10 +96,23 @@ class UploadBase64(MethodView):
         return [rep.input_json(item) for item in created]
 
 
+def _starts_job(job: Job) -> bool:
+    return bool(job.process and job.conversions and job.status in EDITABLE)
+
+
 def _require_slot_if_starting(job: Job) -> None:
     """An upload that would start the job needs a free slot of its key (429 before any byte is read)."""
-    if job.process and job.conversions and job.status in EDITABLE:
+    if _starts_job(job):
         service().require_slot(job.api_key_id)
+
+
+def _convert_while_arriving(job_id: str, path: Path) -> None:
+    """Queue the conversion of this upload as it arrives (workers/early.py); only a speed-up,
+    so a queue that cannot take it does not fail the upload."""
+    try:
+        enqueue(config(), "workers.tasks.convert_arriving", job_id, path.name)
+    except RedisError:
+        log.warning("could not queue the early conversion of job %s", job_id, exc_info=True)
 
 
 @blp.route("/output/<output_id>", methods=["GET", "HEAD"])

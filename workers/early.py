@@ -1,0 +1,202 @@
+"""Converting an upload while it arrives.
+
+An upload that starts its job (one conversion of a plain WAV, without normalization or a
+start offset) would otherwise be converted only after its last byte: on a 10-minute file,
+about 0.2 s of upload before the conversion even begins. So when the file part begins, the
+API queues `workers.tasks.convert_arriving`, which feeds the file to ffmpeg's stdin as the
+API writes it. The upload is complete when the API renames the file into the inputs, and
+dropped when it unlinks it.
+
+The job's own task (`take`) uses the result only if it was made from that very file (the same
+inode, size and modification time: the API never writes an input again) with the same plan,
+and ffmpeg still reported writing all of it; otherwise, or if this gave up, it converts as
+usual. This gives up when the upload is dropped, stalls for STALL_SECONDS, or when other
+jobs wait for a worker: a slow client does not hold a worker others need.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+
+from jobs_api.storage import Storage
+from workers import ffmpeg, runner, wavheader
+
+STALL_SECONDS = 2.0
+WAIT_STEP = 0.005
+CHUNK = 1024 * 1024
+HEADER_BYTES = 1024 * 1024  # a WAV's header is there by then, or it is not a plain WAV
+INCOMING_NAME = re.compile(r"tmp[a-z0-9_]{1,32}")  # tempfile's names, nothing that could leave the folder
+
+
+def folder_of(storage: Storage, job_id: str) -> Path:
+    """Removed with the job's work folders (`Storage.remove_work_dirs`)."""
+    return storage.work_dir_path(job_id, "early")
+
+
+class Arrival:
+    """An upload's file in the incoming folder, held open while the API writes it."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path, self.fd = path, fd
+
+    @classmethod
+    def open(cls, storage: Storage, name: str) -> Arrival | None:
+        """None if the name is not one of ours or the upload is over already."""
+        if not INCOMING_NAME.fullmatch(name):
+            return None
+        path = storage.incoming / name
+        try:
+            return cls(path, os.open(path, os.O_RDONLY))
+        except FileNotFoundError:
+            return None
+
+    def __enter__(self) -> Arrival:
+        return self
+
+    def __exit__(self, *_exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        os.close(self.fd)
+
+    def state(self) -> str:
+        """"arriving", "complete" (renamed into the inputs) or "dropped" (unlinked)."""
+        held = os.fstat(self.fd)
+        if held.st_nlink == 0:
+            return "dropped"
+        try:
+            named = os.stat(self.path)
+        except FileNotFoundError:
+            return "complete"
+        return "arriving" if named.st_ino == held.st_ino else "complete"
+
+    def source(self) -> ffmpeg.SourceInfo | None:
+        """The WAV's stream once its header has arrived; None if it is no plain WAV or the
+        upload ended or stalled first."""
+        waited_since = time.monotonic()
+        while True:
+            try:
+                info = wavheader.read(self.path, arriving=True)
+            except FileNotFoundError:
+                return None  # complete or dropped already: nothing to win
+            if info is not None:
+                return info
+            if (os.fstat(self.fd).st_size >= HEADER_BYTES or self.state() != "arriving"
+                    or time.monotonic() - waited_since > STALL_SECONDS):
+                return None
+            time.sleep(WAIT_STEP)
+
+    def feeder(self, others_waiting: Callable[[], bool]) -> Callable[[int, threading.Event], bool]:
+        """A `runner.run_fed` feed: the file as it grows, to its end once the upload is complete."""
+
+        def feed(out: int, stop: threading.Event) -> bool:
+            idle_since = asked = time.monotonic()
+            while not stop.is_set():
+                if _copy(self.fd, out):
+                    idle_since = time.monotonic()
+                    continue
+                state = self.state()
+                if state == "complete":
+                    while _copy(self.fd, out):  # what was written before the rename
+                        pass
+                    return True
+                now = time.monotonic()
+                if state == "dropped" or now - idle_since > STALL_SECONDS:
+                    return False
+                if now - asked > 0.5:
+                    asked = now
+                    if others_waiting():
+                        return False
+                time.sleep(WAIT_STEP)
+            return False
+
+        return feed
+
+    def identity(self) -> list[int]:
+        held = os.fstat(self.fd)
+        return [held.st_dev, held.st_ino, held.st_size, held.st_mtime_ns]
+
+
+def _copy(source: int, out: int) -> bool:
+    """One chunk from `source` to `out`; False at the current end of `source`."""
+    data = memoryview(os.read(source, CHUNK))
+    if not data:
+        return False
+    while data:
+        data = data[os.write(out, data):]
+    return True
+
+
+def convert(storage: Storage, job_id: str, conversion_id: str, arrival: Arrival, plan: ffmpeg.Plan,
+            limits: ffmpeg.Limits, deadline_seconds: float, others_waiting: Callable[[], bool]) -> str:
+    """Convert the arriving file under the job's early folder; what happened, for RQ's log."""
+    folder = folder_of(storage, job_id)
+    try:
+        folder.mkdir(parents=True)
+    except FileExistsError:
+        return "skipped: converting already"
+    with (folder / "lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # `take` waits for this
+        output = folder / f"output.{plan.target.extension}"
+        reached = [0.0]
+        try:
+            runner.run_fed(ffmpeg.convert_args(None, output, plan, limits), arrival.feeder(others_waiting),
+                           deadline_seconds=deadline_seconds, on_line=lambda line: _progress(line, reached))
+            result = {"conversion": conversion_id, "command": _command(plan, limits), "file": arrival.identity(),
+                      "output": output.name, "reached": reached[0]}
+            (folder / "result.tmp").write_text(json.dumps(result))
+            os.replace(folder / "result.tmp", folder / "result.json")
+        except (runner.ProcessFailed, OSError) as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            return f"gave up: {exc}"
+    return "converted"
+
+
+def _command(plan: ffmpeg.Plan, limits: ffmpeg.Limits) -> list[str]:
+    """What the plan makes ffmpeg do, to compare plans made in two processes."""
+    return ffmpeg.convert_args(None, Path("output"), plan, limits)
+
+
+def _progress(line: str, reached: list[float]) -> None:
+    key, _, value = line.strip().partition("=")
+    if key == "out_time_us" and value.isdigit():
+        reached[0] = max(reached[0], int(value) / 1e6)
+
+
+def take(storage: Storage, job_id: str, conversion_id: str, source: Path, plan: ffmpeg.Plan, limits: ffmpeg.Limits,
+         partial: Path, should_stop: Callable[[], bool], deadline_seconds: float) -> float | None:
+    """Move the early conversion of `source` with `plan` to `partial`, waiting for it if it is
+    still running; the seconds ffmpeg reported writing, or None to convert as usual."""
+    folder = folder_of(storage, job_id)
+    try:
+        lock = (folder / "lock").open("r")
+    except FileNotFoundError:
+        return None
+    deadline = time.monotonic() + deadline_seconds
+    with lock:
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if should_stop() or time.monotonic() > deadline:
+                    return None
+                time.sleep(WAIT_STEP)
+        try:
+            result = json.loads((folder / "result.json").read_text())
+            found = os.stat(source)
+            usable = (result["conversion"] == conversion_id and result["command"] == _command(plan, limits)
+                      and result["file"] == [found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns])
+            if usable:
+                os.replace(folder / result["output"], partial)
+                return float(result["reached"])
+            return None
+        except (OSError, ValueError, KeyError):
+            return None
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
