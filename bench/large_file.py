@@ -92,7 +92,8 @@ def main() -> None:
            ("conversion", "raw ffmpeg s", "service s", "ratio"), rows, args.results,
            notes=[f"input: {seconds} s 44.1 kHz stereo 16-bit WAV ({source.name}), median of {runs} runs, "
                   "service and raw ffmpeg in turns",
-                  "service: create job (with a callback), curl multipart upload, wait for the callback, curl download"])
+                  "service: create job (with a callback), curl multipart upload, wait for the callback, curl download; "
+                  "FLAC and MP3 are converted while the upload arrives (CONVERT_WHILE_UPLOADING, on by default)"])
 
 
 if __name__ == "__main__":

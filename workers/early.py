@@ -123,13 +123,10 @@ class Arrival:
 
 
 def _copy(source: int, out: int) -> bool:
-    """One chunk from `source` to `out`; False at the current end of `source`."""
-    data = memoryview(os.read(source, CHUNK))
-    if not data:
-        return False
-    while data:
-        data = data[os.write(out, data):]
-    return True
+    """Up to a chunk from `source` to the pipe `out`, page by page in the kernel (splice):
+    the worker does not copy a large upload through its own memory. False at the current
+    end of `source`."""
+    return os.splice(source, out, CHUNK) > 0
 
 
 def convert(storage: Storage, job_id: str, conversion_id: str, arrival: Arrival, plan: ffmpeg.Plan,
