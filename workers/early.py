@@ -8,9 +8,10 @@ API writes it. The upload is complete when the API renames the file into the inp
 dropped when it unlinks it.
 
 The job's own task (`take`) uses the result only if it was made from that very file (the same
-inode, size and modification time: the API never writes an input again) with the same plan,
-and ffmpeg still reported writing all of it; otherwise, or if this gave up, it converts as
-usual. This gives up when the upload is dropped, stalls for STALL_SECONDS, or when other
+inode, size and modification time: the API never writes an input again) for the same
+conversion with the same ffmpeg command; its usual checks (output size, the seconds ffmpeg
+reported writing) then apply as to its own encode. Otherwise, or if this gave up, it converts
+as usual. This gives up when the upload is dropped, stalls for STALL_SECONDS, or when other
 jobs wait for a worker: a slow client does not hold a worker others need.
 """
 from __future__ import annotations
@@ -24,7 +25,6 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 
 from jobs_api.storage import Storage
 from workers import ffmpeg, runner, wavheader
@@ -61,7 +61,7 @@ class Arrival:
     def __enter__(self) -> Arrival:
         return self
 
-    def __exit__(self, *_exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+    def __exit__(self, *_exc: object) -> None:
         os.close(self.fd)
 
     def state(self) -> str:

@@ -129,7 +129,7 @@ def _run(ctx: Context, session: Session, job: Job) -> str:
                 if _problem(session, job, "input", item.id, problem, job.fail_on_input_error):
                     return "failed"
     if not transition(session, job.id, JobStatus.PROCESSING, allowed_from=[JobStatus.DOWNLOADING]):
-        raise Canceled()  # the only way out of downloading but this task
+        raise Canceled()  # only a cancel moves a job out of downloading meanwhile
     session.commit()
     announce(ctx, session, job.id)
 
