@@ -76,14 +76,7 @@ def run_metered(
     """Run a producer that writes a copy of its output to the file descriptor it is given
     (`make_args(fd)`) and, beside it on the other core, a meter that reads that copy on its
     stdin; return the meter's log tail. The meter ends when the producer's copy does."""
-    read_end, write_end = os.pipe()
-    try:
-        meter = _Process(meter_args, None, stdin=read_end)
-    except BaseException:
-        os.close(write_end)
-        raise
-    finally:
-        os.close(read_end)  # the meter's own copy is its only reader: if it dies, the producer fails
+    meter, write_end = _reading_a_pipe(meter_args, None)  # if the meter dies, the producer fails
     outcome: list[str | ProcessFailed] = []
 
     def finish_meter() -> None:
@@ -120,14 +113,7 @@ def run_fed(
     """Run `args` with its stdin written by `feed(fd, stop)` on a thread of its own; return stdout.
     `feed` returns whether it wrote everything; if it gives up, the process is stopped
     (ProcessStopped). `stop` is set when the process has ended, so a waiting feed can leave."""
-    read_end, write_end = os.pipe()
-    try:
-        process = _Process(args, on_line, stdin=read_end)
-    except BaseException:
-        os.close(write_end)
-        raise
-    finally:
-        os.close(read_end)
+    process, write_end = _reading_a_pipe(args, on_line)
     gave_up, stop = threading.Event(), threading.Event()
 
     def pump() -> None:
@@ -152,6 +138,19 @@ def run_fed(
     if gave_up.is_set():
         raise ProcessStopped(f"{args[0]} was stopped: its input ended early")
     return output
+
+
+def _reading_a_pipe(args: list[str], on_line: Callable[[str], None] | None) -> tuple[_Process, int]:
+    """`args` started with a new pipe as its stdin, and the pipe's write end. The process holds
+    the only read end: once it is gone, writes fail instead of waiting."""
+    read_end, write_end = os.pipe()
+    try:
+        return _Process(args, on_line, stdin=read_end), write_end
+    except BaseException:
+        os.close(write_end)
+        raise
+    finally:
+        os.close(read_end)
 
 
 class _Process:
