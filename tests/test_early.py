@@ -85,27 +85,35 @@ def test_the_feed_follows_the_file_until_it_is_adopted_or_dropped(storage: Stora
     api = write_later(path, wav[100_000:], then)
     with arrival:
         if then == "rename":
-            fed = runner.run_fed(["sha256sum"], arrival.feeder(lambda: False), deadline_seconds=10)
+            fed = runner.run_fed(["sha256sum"], arrival.feed, deadline_seconds=10)
             assert fed.split()[0] == hashlib.sha256(wav).hexdigest()
         else:
             with pytest.raises(runner.ProcessStopped):
-                runner.run_fed(["cat"], arrival.feeder(lambda: False), deadline_seconds=10)
+                runner.run_fed(["cat"], arrival.feed, deadline_seconds=10)
     api.join()
 
 
-def test_the_feed_gives_up_when_the_upload_stalls_or_others_wait(
+def test_the_feed_gives_up_when_the_upload_stalls(
         storage: Storage, wav: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(early, "STALL_SECONDS", 0.3)
     _path, arrival = arriving(storage, wav[:100_000])
     with arrival:
         started = time.monotonic()
         with pytest.raises(runner.ProcessStopped):
-            runner.run_fed(["cat"], arrival.feeder(lambda: False), deadline_seconds=10)
+            runner.run_fed(["cat"], arrival.feed, deadline_seconds=10)
         assert time.monotonic() - started < 2
-    monkeypatch.setattr(early, "STALL_SECONDS", 60)
-    _path, arrival = arriving(storage, wav[:100_000])
-    with arrival, pytest.raises(runner.ProcessStopped):
-        runner.run_fed(["cat"], arrival.feeder(lambda: True), deadline_seconds=10)
+
+
+def test_the_conversion_gives_way_to_a_job_that_waits(storage: Storage, wav: bytes) -> None:
+    _path, arrival = arriving(storage, wav[:100_000])  # and no more for now
+    with arrival:
+        source = arrival.source()
+        assert source is not None
+        plan = ffmpeg.plan_conversion(TARGETS["mp3"], {}, source, LIMITS)
+        started = time.monotonic()
+        outcome = early.convert(storage, JOB, "conversion-1", arrival, plan, LIMITS, 30, lambda: True)
+    assert outcome.startswith("gave up") and time.monotonic() - started < early.STALL_SECONDS
+    assert not early.folder_of(storage, JOB).exists()
 
 
 def test_an_arriving_wav_converts_and_the_job_takes_it(storage: Storage, wav: bytes, tmp_path: Path) -> None:

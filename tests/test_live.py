@@ -233,17 +233,21 @@ def _send_in_two_parts(live: LiveService, request: bytes, pause_until: Any) -> s
     return sock
 
 
-def test_an_upload_that_starts_its_job_is_converted_while_it_arrives(live: LiveService, audio_dir: Path) -> None:
-    key = create_key(live.settings, "early")
+@pytest.mark.parametrize("process", [True, False])  # False: started after the upload, as the SDK does
+def test_an_upload_is_converted_while_it_arrives(live: LiveService, audio_dir: Path, process: bool) -> None:
+    key = create_key(live.settings, f"early-{process}")
     source = make_audio(audio_dir / "early-live.wav", seconds=20.0)
-    job = requests.post(f"{live.url}/v2/jobs", headers={"X-Oc-Api-Key": key}, timeout=10,
-                        json={"conversion": [{"target": "mp3", "options": {"audio_bitrate": 128}}]}).json()
+    job = requests.post(f"{live.url}/v2/jobs", headers={"X-Oc-Api-Key": key}, timeout=10, json={
+        "process": process, "conversion": [{"target": "mp3", "options": {"audio_bitrate": 128}}]}).json()
     early_folder = live.settings.storage_dir / "work" / f"{job['id']}-early"
     # Half the upload, then nothing until ffmpeg converts it (only the early conversion can
     # run for the job before its upload is complete).
     with _send_in_two_parts(live, _upload_request(job, source.read_bytes()),
                             lambda: _ffmpeg_running_for(job["id"])) as sock:
         assert _responses(sock, 1)[0][0] == 201
+    if not process:
+        requests.patch(f"{live.url}/v2/jobs/{job['id']}", json={"process": True}, headers={"X-Oc-Api-Key": key},
+                       timeout=10).raise_for_status()
     done = wait_for_job(live.url, job["id"], key)
     assert done["status"]["code"] == "completed", done
     history = requests.get(f"{live.url}/v2/jobs/{job['id']}/history", headers={"X-Oc-Api-Key": key}, timeout=10)

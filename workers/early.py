@@ -1,18 +1,22 @@
 """Converting an upload while it arrives.
 
-An upload that starts its job (one conversion of a plain WAV, without normalization or a
-start offset) would otherwise be converted only after its last byte: on a 10-minute file,
-about 0.2 s of upload before the conversion even begins. So when the file part begins, the
-API queues `workers.tasks.convert_arriving`, which feeds the file to ffmpeg's stdin as the
-API writes it. The upload is complete when the API renames the file into the inputs, and
-dropped when it unlinks it.
+An upload into a job that has one conversion and no input yet (a plain WAV, converted
+without normalization or a start offset) would otherwise be converted only after its last
+byte, and after the client starts the job (the official SDK uploads into a job created with
+process=false, then starts it): on a 10-minute file, 0.2 s of upload or more before the
+conversion begins. So when the file part begins, the API queues
+`workers.tasks.convert_arriving`, which feeds the file to ffmpeg's stdin as the API writes
+it, on a worker nobody else is waiting for. The upload is complete when the API renames the
+file into the inputs, and dropped when it unlinks it.
 
 The job's own task (`take`) uses the result only if it was made from that very file (the same
 inode, size and modification time: the API never writes an input again) for the same
 conversion with the same ffmpeg command; its usual checks (output size, the seconds ffmpeg
 reported writing) then apply as to its own encode. Otherwise, or if this gave up, it converts
-as usual. This gives up when the upload is dropped, stalls for STALL_SECONDS, or when other
-jobs wait for a worker: a slow client does not hold a worker others need.
+as usual. This gives up when the upload is dropped or stalls for STALL_SECONDS, and as soon
+as any other job waits for a worker: a slow client, or a job never started, does not hold a
+worker others need. A result never taken goes with the job's work folders, or with the
+sweeper's stray folders after an hour.
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ from jobs_api.storage import Storage
 from workers import ffmpeg, runner, wavheader
 
 STALL_SECONDS = 2.0
+ASK_EVERY = 0.25  # seconds between looks at the queue for other jobs
 WAIT_STEP = 0.005
 CHUNK = 1024 * 1024
 HEADER_BYTES = 1024 * 1024  # a WAV's header is there by then, or it is not a plain WAV
@@ -91,31 +96,22 @@ class Arrival:
                 return None
             time.sleep(WAIT_STEP)
 
-    def feeder(self, others_waiting: Callable[[], bool]) -> Callable[[int, threading.Event], bool]:
+    def feed(self, out: int, stop: threading.Event) -> bool:
         """A `runner.run_fed` feed: the file as it grows, to its end once the upload is complete."""
-
-        def feed(out: int, stop: threading.Event) -> bool:
-            idle_since = asked = time.monotonic()
-            while not stop.is_set():
-                if _copy(self.fd, out):
-                    idle_since = time.monotonic()
-                    continue
-                state = self.state()
-                if state == "complete":
-                    while _copy(self.fd, out):  # what was written before the rename
-                        pass
-                    return True
-                now = time.monotonic()
-                if state == "dropped" or now - idle_since > STALL_SECONDS:
-                    return False
-                if now - asked > 0.5:
-                    asked = now
-                    if others_waiting():
-                        return False
-                time.sleep(WAIT_STEP)
-            return False
-
-        return feed
+        idle_since = time.monotonic()
+        while not stop.is_set():
+            if _copy(self.fd, out):
+                idle_since = time.monotonic()
+                continue
+            state = self.state()
+            if state == "complete":
+                while _copy(self.fd, out):  # what was written before the rename
+                    pass
+                return True
+            if state == "dropped" or time.monotonic() - idle_since > STALL_SECONDS:
+                return False
+            time.sleep(WAIT_STEP)
+        return False
 
     def identity(self) -> list[int]:
         held = os.fstat(self.fd)
@@ -142,8 +138,9 @@ def convert(storage: Storage, job_id: str, conversion_id: str, arrival: Arrival,
         output = folder / f"output.{plan.target.extension}"
         reached = [0.0]
         try:
-            runner.run_fed(ffmpeg.convert_args(None, output, plan, limits), arrival.feeder(others_waiting),
-                           deadline_seconds=deadline_seconds, on_line=lambda line: _progress(line, reached))
+            runner.run_fed(ffmpeg.convert_args(None, output, plan, limits), arrival.feed,
+                           deadline_seconds=deadline_seconds, should_stop=_Every(ASK_EVERY, others_waiting),
+                           on_line=lambda line: _progress(line, reached))
             result = {"conversion": conversion_id, "command": _command(plan, limits), "file": arrival.identity(),
                       "output": output.name, "reached": reached[0]}
             (folder / "result.tmp").write_text(json.dumps(result))
@@ -152,6 +149,19 @@ def convert(storage: Storage, job_id: str, conversion_id: str, arrival: Arrival,
             shutil.rmtree(folder, ignore_errors=True)
             return f"gave up: {exc}"
     return "converted"
+
+
+class _Every:
+    """`check()`, asked at most once per `seconds`; the last answer in between."""
+
+    def __init__(self, seconds: float, check: Callable[[], bool]) -> None:
+        self.seconds, self.check = seconds, check
+        self.asked, self.answer = time.monotonic(), False
+
+    def __call__(self) -> bool:
+        if time.monotonic() - self.asked >= self.seconds:
+            self.asked, self.answer = time.monotonic(), self.check()
+        return self.answer
 
 
 def _command(plan: ffmpeg.Plan, limits: ffmpeg.Limits) -> list[str]:

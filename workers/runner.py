@@ -108,7 +108,7 @@ def run_metered(
 
 def run_fed(
     args: list[str], feed: Callable[[int, threading.Event], bool], *, deadline_seconds: float,
-    on_line: Callable[[str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None, on_line: Callable[[str], None] | None = None,
 ) -> str:
     """Run `args` with its stdin written by `feed(fd, stop)` on a thread of its own; return stdout.
     `feed` returns whether it wrote everything; if it gives up, the process is stopped
@@ -131,7 +131,7 @@ def run_fed(
     feeder = threading.Thread(target=pump, daemon=True)
     feeder.start()
     try:
-        output = process.finish(deadline_seconds, gave_up.is_set)[0]
+        output = process.finish(deadline_seconds, lambda: gave_up.is_set() or bool(should_stop and should_stop()))[0]
     finally:
         stop.set()
         feeder.join()

@@ -27,7 +27,7 @@ from jobs_api.models import Conversion, InputFile, Job, JobStatus, OutputFile
 from jobs_api.presets import PresetService
 from jobs_api.storage import Storage, remove_quietly, sha256_file
 from workers import early, ffmpeg, loudness, runner, wavheader
-from workers.queue import enqueue, enqueue_in, queue_for
+from workers.queue import PROCESS_JOB, enqueue, enqueue_in, queue_for, rq_job_id
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def _run(ctx: Context, session: Session, job: Job) -> str:
 
 
 def convert_arriving(job_id: str, incoming_name: str) -> str:
-    """Convert an upload that will start its job while it arrives (workers/early.py)."""
+    """Convert an upload into the job while it arrives (workers/early.py)."""
     ctx = context()
     arrival = early.Arrival.open(ctx.storage, incoming_name)
     if arrival is None:
@@ -188,9 +188,10 @@ def convert_arriving(job_id: str, incoming_name: str) -> str:
             return "skipped: needs the whole input first"
         if arrival.state() != "arriving":
             return "skipped: the upload is over"
-        queue = queue_for(ctx.config)
+        queue, own = queue_for(ctx.config), rq_job_id(PROCESS_JOB, (job_id,))
         return early.convert(ctx.storage, job_id, conversion.id, arrival, plan, ctx.limits,
-                             ctx.config.ffmpeg_timeout_seconds, others_waiting=lambda: queue.count > 0)
+                             ctx.config.ffmpeg_timeout_seconds,
+                             others_waiting=lambda: any(queued != own for queued in queue.get_job_ids(0, 2)))
 
 
 def _problem(session: Session, job: Job, source: str, source_id: str, problem: JobProblem, fatal: bool) -> bool:

@@ -61,7 +61,7 @@ class UploadFile(MethodView):
         """Upload a file into a job (multipart field `file`), with the job's token or the key"""
         job = load_job(job_id)  # before the body is read: no bytes for a job you cannot see
         _require_slot_if_starting(job)
-        if config().convert_while_uploading and _starts_job(job) and not job.inputs and len(job.conversions) == 1:
+        if config().convert_while_uploading and job.status in EDITABLE and not job.inputs and len(job.conversions) == 1:
             request.environ[ON_FILE] = partial(_convert_while_arriving, job.id)
         upload = request.files.get("file")
         if upload is None or not upload.filename and not upload.stream:
@@ -96,13 +96,9 @@ class UploadBase64(MethodView):
         return [rep.input_json(item) for item in created]
 
 
-def _starts_job(job: Job) -> bool:
-    return bool(job.process and job.conversions and job.status in EDITABLE)
-
-
 def _require_slot_if_starting(job: Job) -> None:
     """An upload that would start the job needs a free slot of its key (429 before any byte is read)."""
-    if _starts_job(job):
+    if job.process and job.conversions and job.status in EDITABLE:
         service().require_slot(job.api_key_id)
 
 
