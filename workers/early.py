@@ -170,9 +170,9 @@ def _command(plan: ffmpeg.Plan, limits: ffmpeg.Limits) -> list[str]:
 
 
 def _progress(line: str, reached: list[float]) -> None:
-    key, _, value = line.strip().partition("=")
-    if key == "out_time_us" and value.isdigit():
-        reached[0] = max(reached[0], int(value) / 1e6)
+    seconds = ffmpeg.progress_seconds(line)
+    if seconds is not None:
+        reached[0] = max(reached[0], seconds)
 
 
 def take(storage: Storage, job_id: str, conversion_id: str, source: Path, plan: ffmpeg.Plan, limits: ffmpeg.Limits,

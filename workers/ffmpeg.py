@@ -342,6 +342,12 @@ def meter_args(meters: tuple[str, ...]) -> list[str]:
             "-af", ",".join(METERS[m] for m in meters), "-f", "null", "-"]
 
 
+def progress_seconds(line: str) -> float | None:
+    """The seconds of output a `-progress` line reports written, if it is that line."""
+    key, _, value = line.strip().partition("=")
+    return int(value) / 1e6 if key == "out_time_us" and value.lstrip("-").isdigit() else None
+
+
 def parse_levels(log: str) -> Levels:
     def number(pattern: str) -> float | None:
         found = re.findall(pattern, log)

@@ -170,19 +170,16 @@ def convert_arriving(job_id: str, incoming_name: str) -> str:
         return "skipped: the upload is over"
     with arrival:
         source = arrival.source()
-        if source is None or source.duration > ctx.config.max_duration_seconds:
-            return "skipped: not a plain WAV within the limits"
+        if source is None:
+            return "skipped: not a plain WAV"
         with ctx.sessions() as session:
             job = session.get(Job, job_id)
             if job is None or len(job.conversions) != 1:
                 return "skipped: not one conversion"
             conversion = job.conversions[0]
             try:
-                options = _options(session, job, conversion)
-                target = catalog.TARGETS[conversion.target]
-                plan = ffmpeg.with_tags(ffmpeg.plan_conversion(target, options, source, ctx.limits),
-                                        conversion.metadata_)
-            except (JobProblem, ffmpeg.PlanInvalid):
+                plan = _plan(ctx, conversion, _options(session, job, conversion), source)
+            except JobProblem:
                 return "skipped: the job's own task reports this"
         if plan.normalization is not None or plan.start:
             return "skipped: needs the whole input first"
@@ -260,17 +257,17 @@ class _Progress:
         self.canceled = False
 
     def line(self, text: str) -> None:
-        key, _, value = text.strip().partition("=")
-        if key != "out_time_us" or not value.lstrip("-").isdigit():
+        seconds = ffmpeg.progress_seconds(text)
+        if seconds is None:
             return
-        self.reached = max(self.reached, int(value) / 1e6)
+        self.reached = max(self.reached, seconds)
         if self.total <= 0:
             return
         now = time.monotonic()
         if now - self.last_write < PROGRESS_EVERY:
             return
         self.last_write = now
-        fraction = min(1.0, max(0.0, int(value) / 1e6 / self.total))
+        fraction = min(1.0, max(0.0, seconds / self.total))
         percent = int(100 * (self.step + fraction) / self.steps)
         with self.ctx.sessions() as session:
             session.execute(
@@ -360,16 +357,7 @@ def _convert_stream(
     source: ffmpeg.SourceInfo, partial: Path, progress: _Progress, notes: list[str],
 ) -> dict[str, Any]:
     """Encode one audio stream to `partial`; returns the result's metadata."""
-    target = catalog.TARGETS[conversion.target]
-    if source.duration > ctx.config.max_duration_seconds:
-        raise JobProblem(
-            Code.TOO_LONG,
-            f"The input is {source.duration:.0f} s long; the limit is {ctx.config.max_duration_seconds} s.",
-        )
-    try:
-        plan = ffmpeg.with_tags(ffmpeg.plan_conversion(target, options, source, ctx.limits), conversion.metadata_)
-    except ffmpeg.PlanInvalid as exc:
-        raise JobProblem(Code.OPTIONS_NOT_APPLICABLE, f"The options do not fit the input: {exc}.") from exc
+    plan = _plan(ctx, conversion, options, source)
     loudness = None
     if plan.normalization is None:
         reached = early.take(ctx.storage, job.id, conversion.id, source_path, plan, ctx.limits, partial,
@@ -398,6 +386,20 @@ def _convert_stream(
     if loudness:
         metadata["loudness"] = loudness
     return metadata
+
+
+def _plan(ctx: Context, conversion: Conversion, options: dict[str, Any], source: ffmpeg.SourceInfo) -> ffmpeg.Plan:
+    """How ffmpeg converts `source` for the conversion, or a JobProblem for the user."""
+    if source.duration > ctx.config.max_duration_seconds:
+        raise JobProblem(
+            Code.TOO_LONG,
+            f"The input is {source.duration:.0f} s long; the limit is {ctx.config.max_duration_seconds} s.",
+        )
+    target = catalog.TARGETS[conversion.target]
+    try:
+        return ffmpeg.with_tags(ffmpeg.plan_conversion(target, options, source, ctx.limits), conversion.metadata_)
+    except ffmpeg.PlanInvalid as exc:
+        raise JobProblem(Code.OPTIONS_NOT_APPLICABLE, f"The options do not fit the input: {exc}.") from exc
 
 
 def _publish(ctx: Context, session: Session, job: Job, conversion: Conversion, options: dict[str, Any],
