@@ -29,9 +29,11 @@ def wanted(job: Subscription) -> bool:
     """Every change with notify_status (a /v2 flag), otherwise only completed and failed."""
     if not job.callback:
         return False
-    if job.notify_status and job.dialect != file_conversion.DIALECT:
-        return True
-    return job.status in FINAL
+    return hears_every_change(job) or job.status in FINAL
+
+
+def hears_every_change(job: Subscription) -> bool:
+    return job.notify_status and job.dialect != file_conversion.DIALECT
 
 
 def body(job: Job, config: Config) -> str:

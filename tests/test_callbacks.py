@@ -8,6 +8,9 @@ from pathlib import Path
 
 import requests
 from conftest import LiveService, Receiver, create_key, wait_for_job
+from rq.job import Job as RqJob
+
+from workers.queue import queue_for, redis_for
 
 
 def start_job(live: LiveService, key: str, wav_file: Path, callback: str) -> str:
@@ -51,5 +54,23 @@ def test_4xx_is_final(live: LiveService, wav_file: Path) -> None:
         time.sleep(2.5)
         assert len(receiver.received) == 1
         assert attempts(live, key, job_id) == ["callback attempt 1 (completed): answered 400"]
+    finally:
+        receiver.server.shutdown()
+
+
+def test_the_final_callback_is_sent_by_the_conversion_itself(live: LiveService, wav_file: Path) -> None:
+    """No queue job of its own when nothing else was announced before it (a retry still is one)."""
+    receiver = Receiver()
+    try:
+        key = create_key(live.settings, "inline")
+        job_id = start_job(live, key, wav_file, receiver.url)
+        assert len(receiver.wait(1, seconds=30)) == 1
+        assert json.loads(receiver.received[0][1])["id"] == job_id
+        assert attempts(live, key, job_id) == ["callback attempt 1 (completed): answered 200"]
+        queue = queue_for(live.settings)
+        finished = RqJob.fetch_many(queue.finished_job_registry.get_job_ids(), connection=redis_for(
+            live.settings.redis_url), serializer=queue.serializer)
+        tasks = [job.func_name for job in finished if job is not None and job_id in job.args]
+        assert tasks == ["workers.tasks.process_job"]
     finally:
         receiver.server.shutdown()
