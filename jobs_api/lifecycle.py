@@ -33,7 +33,8 @@ def record_initial(session: Session, job: Job) -> None:
     session.add(JobEvent(job_id=job.id, status=job.status, info=job.status_info))
 
 
-def record_note(session: Session, job_id: str, info: str) -> None:
-    """A history entry that is not a change of status (a callback attempt); the caller commits."""
-    status = session.scalar(select(Job.status).where(Job.id == job_id))
+def record_note(session: Session, job_id: str, info: str, status: str | None = None) -> None:
+    """A history entry that is not a change of status (a callback attempt), at the job's
+    `status` (read from the job unless the caller knows it); the caller commits."""
+    status = status or session.scalar(select(Job.status).where(Job.id == job_id))
     session.add(JobEvent(job_id=job_id, status=status, info=info))

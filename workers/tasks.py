@@ -252,8 +252,9 @@ class _Progress:
         self.ctx, self.job_id, self.step, self.steps = ctx, job_id, step, steps
         self.total = 0.0
         self.reached = 0.0  # seconds of output the last ffmpeg run reported writing
-        self.last_write = 0.0
-        self.last_check = time.monotonic()  # the job was running when the step began
+        # The job was running when the step began, at the progress it had: a step shorter
+        # than PROGRESS_EVERY writes nothing.
+        self.last_write = self.last_check = time.monotonic()
         self.canceled = False
 
     def line(self, text: str) -> None:
@@ -631,17 +632,17 @@ def announce(ctx: Context, session: Session, job_id: str, *, last: bool = False)
     announced too and may still wait in the queue: a callback would otherwise overtake them.
     That spares the queue a job of its own (about a third of a short conversion's overhead
     in the worker, bench/throughput.py); a retry is queued as before."""
-    subscription = session.execute(
-        select(Job.callback, Job.notify_status, Job.dialect, Job.status).where(Job.id == job_id)).one_or_none()
-    if subscription is None or not callbacks.wanted(subscription):
+    # The task's own job is in the session already, its status set by the transition: no query.
+    job = session.get(Job, job_id)
+    if job is None or not callbacks.wanted(job):
         return  # most changes: no reload of the job and its lists
     session.expire_all()
     job = session.get(Job, job_id)
-    if job is None or not callbacks.wanted(job):
+    if job is None or not job.callback or not callbacks.wanted(job):
         return
     body = callbacks.body(job, ctx.config)
     if last and not callbacks.hears_every_change(job):
-        deliver_callback(job_id, body)
+        _deliver(ctx, job_id, job.callback, body, 1, job.status)
     else:
         enqueue(ctx.config, "workers.tasks.deliver_callback", job_id, body)
 
@@ -656,20 +657,23 @@ def deliver_callback(job_id: str, body: str, attempt: int = 1) -> int | None:
     ctx = context()
     with ctx.sessions() as session:
         url = session.scalar(select(Job.callback).where(Job.id == job_id))
-    if not url:
-        return None
+    return _deliver(ctx, job_id, url, body, attempt) if url else None
+
+
+def _deliver(ctx: Context, job_id: str, url: str, body: str, attempt: int, status: str | None = None) -> int | None:
+    """One attempt (deliver_callback's); `status`: the job's, if the caller knows it."""
     raw = body.encode("utf-8")
     headers = {"Content-Type": "application/json"}
     if ctx.config.webhook_secret:
         headers["X-Oc-Signature"] = hmac.new(ctx.config.webhook_secret.encode(), raw, hashlib.sha256).hexdigest()
-    status: int | None = None
+    code: int | None = None
     retry = False
     try:
-        status = outbound.post(
+        code = outbound.post(
             url, raw, headers, allow=outbound.Allowance.parse(ctx.config.outbound_allow),
             timeout=FIRST_CALLBACK_TIMEOUT if attempt == 1 else CALLBACK_TIMEOUT,
         )
-        outcome, retry = f"answered {status}", status >= 500
+        outcome, retry = f"answered {code}", code >= 500
     except outbound.OutboundRefused as exc:
         outcome = f"not sent: {exc}"
     except outbound.OutboundFailed as exc:
@@ -679,9 +683,9 @@ def deliver_callback(job_id: str, body: str, attempt: int = 1) -> int | None:
         outcome += f"; retry in {delays[attempt - 1]} s"
         enqueue_in(ctx.config, delays[attempt - 1], "workers.tasks.deliver_callback", job_id, body, attempt + 1)
     with ctx.sessions() as session:
-        record_note(session, job_id, f"callback attempt {attempt} ({_status_of(body)}): {outcome}")
+        record_note(session, job_id, f"callback attempt {attempt} ({_status_of(body)}): {outcome}", status)
         session.commit()
-    return status
+    return code
 
 
 def _status_of(body: str) -> str:
