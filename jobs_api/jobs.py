@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, selectinload
 from jobs_api import callbacks, catalog
 from jobs_api.config import Config
 from jobs_api.errors import NotFound, RequestInvalid, TooManyRequests, Unprocessable, WrongState
-from jobs_api.lifecycle import record_initial, transition
+from jobs_api.lifecycle import record_status, transition
 from jobs_api.models import (
     STARTED,
     STATUS_INFO,
@@ -34,6 +34,7 @@ from jobs_api.models import (
     Job,
     JobStatus,
     OutputFile,
+    new_id,
     utcnow,
 )
 from jobs_api.presets import PresetService, validate_with_preset
@@ -100,6 +101,7 @@ class JobService:
         if body.get("process", True) and body.get("input") and body.get("conversion"):
             self.require_slot(key_id)
         job = Job(
+            id=new_id(),  # now: the history below refers to it before the insert
             dialect=dialect,
             idempotency_key=idempotency_key,
             request_digest=digest if idempotency_key else None,
@@ -122,8 +124,15 @@ class JobService:
             self._add_input(job, spec, f"input.{index}.")
         resting = _resting_status(job)
         job.status, job.status_info = resting.value, STATUS_INFO[resting]
+        record_status(self.session, job)
+        # A job that starts at once is stored queued: no other request can change it before
+        # this commit, so it needs none of _settle's conditional update.
+        starts = resting == JobStatus.READY and job.process
+        if starts:
+            job.status, job.status_info = JobStatus.QUEUED.value, STATUS_INFO[JobStatus.QUEUED]
+            record_status(self.session, job)
         try:
-            self.session.flush()
+            self.session.commit()
         except IntegrityError:  # the same Idempotency-Key in a request that was just faster
             self.session.rollback()
             for item in job.inputs:
@@ -132,8 +141,9 @@ class JobService:
             if earlier is None:
                 raise
             return earlier
-        record_initial(self.session, job)
-        self._settle(job)  # one transaction with the insert: it commits
+        if starts:
+            self.enqueue("workers.tasks.process_job", job.id)
+            self._announce(job)
         return job
 
     def update(self, job: Job, body: dict[str, Any]) -> Job:

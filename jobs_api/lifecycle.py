@@ -29,7 +29,8 @@ def transition(
     return True
 
 
-def record_initial(session: Session, job: Job) -> None:
+def record_status(session: Session, job: Job) -> None:
+    """A history entry for the status the job has now (a new job's); the caller commits."""
     session.add(JobEvent(job_id=job.id, status=job.status, info=job.status_info))
 
 

@@ -7,6 +7,8 @@ from typing import Any
 
 from conftest import create_key, run_worker
 
+from workers.queue import queue_for
+
 FLAC = {"target": "flac"}
 
 
@@ -121,6 +123,18 @@ def test_process_true_without_input_starts_on_first_upload(
     assert done["status"]["code"] == "completed", done
     statuses = [e["status"] for e in client.get(f"/v2/jobs/{job['id']}/history", headers=headers).get_json()]
     assert statuses == ["incomplete", "queued", "downloading", "processing", "completed"]
+
+
+def test_a_complete_job_is_created_queued_and_enqueued(client: Any, headers: dict[str, str], config: Any,
+                                                      wav_file: Path) -> None:
+    content = base64.b64encode(wav_file.read_bytes()).decode()
+    job = create(client, headers, input=[{"type": "base64", "source": content}], conversion=[FLAC])
+    assert job["status"]["code"] == "queued"
+    history = client.get(f"/v2/jobs/{job['id']}/history", headers=headers).get_json()
+    assert [event["status"] for event in history] == ["ready", "queued"]
+    assert f"process-{job['id']}" in queue_for(config).get_job_ids()
+    run_worker(config)
+    assert client.get(f"/v2/jobs/{job['id']}", headers=headers).get_json()["status"]["code"] == "completed"
 
 
 def test_delete_cancels_and_job_stays_readable(client: Any, headers: dict[str, str]) -> None:
