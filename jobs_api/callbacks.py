@@ -1,12 +1,12 @@
 """Which status changes a job's callback hears about, and the exact body it gets.
 
 The body is taken when the status changes, so each delivery (and each of its retries)
-tells that moment, byte for byte. Both the API and the worker queue deliveries with it.
+tells that moment, byte for byte. Both the API and the worker announce changes with it
+(workers.tasks.announce).
 """
 from __future__ import annotations
 
 import json
-from typing import Protocol
 
 from jobs_api import file_conversion
 from jobs_api.config import Config
@@ -16,23 +16,15 @@ from jobs_api.representation import job_json
 FINAL = (JobStatus.COMPLETED.value, JobStatus.FAILED.value)
 
 
-class Subscription(Protocol):
-    """What decides it: a Job, or a row of just these columns."""
-
-    callback: str | None
-    notify_status: bool
-    dialect: str
-    status: str
-
-
-def wanted(job: Subscription) -> bool:
+def wanted(job: Job) -> bool:
     """Every change with notify_status (a /v2 flag), otherwise only completed and failed."""
     if not job.callback:
         return False
     return hears_every_change(job) or job.status in FINAL
 
 
-def hears_every_change(job: Subscription) -> bool:
+def hears_every_change(job: Job) -> bool:
+    """notify_status: the callback hears of queued, downloading, processing too."""
     return job.notify_status and job.dialect != file_conversion.DIALECT
 
 
