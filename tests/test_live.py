@@ -221,14 +221,20 @@ def test_errors_over_http_carry_no_internals(live: LiveService) -> None:
     assert "Traceback" not in response.text and "/work" not in response.text
 
 
-def _send_in_two_parts(live: LiveService, request: bytes, pause_until: Any) -> socket.socket:
-    """Send the first half of `request`, wait until `pause_until()` holds (10 s at most), send the rest."""
+def _send_first_half(live: LiveService, request: bytes, pause_until: Any) -> socket.socket:
+    """Send the first half of `request` and wait until `pause_until()` holds (10 s at most)."""
     sock = socket.create_connection(urlsplit(live.url).netloc.split(":"), timeout=30)  # type: ignore[arg-type]
     sock.sendall(request[:len(request) // 2])
     deadline = time.monotonic() + 10
     while not pause_until() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert pause_until(), "the early conversion never started"
+    return sock
+
+
+def _send_in_two_parts(live: LiveService, request: bytes, pause_until: Any) -> socket.socket:
+    """Send the first half of `request`, wait until `pause_until()` holds (10 s at most), send the rest."""
+    sock = _send_first_half(live, request, pause_until)
     sock.sendall(request[len(request) // 2:])
     return sock
 
@@ -266,13 +272,8 @@ def test_an_upload_dropped_while_it_is_converted_leaves_nothing(live: LiveServic
     job = requests.post(f"{live.url}/v2/jobs", headers={"X-Oc-Api-Key": key}, timeout=10,
                         json={"conversion": [{"target": "flac"}]}).json()
     early_folder = live.settings.storage_dir / "work" / f"{job['id']}-early"
-    request = _upload_request(job, source.read_bytes())
-    with socket.create_connection(urlsplit(live.url).netloc.split(":"), timeout=30) as sock:  # type: ignore[arg-type]
-        sock.sendall(request[:len(request) // 2])
-        deadline = time.monotonic() + 10
-        while not early_folder.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert early_folder.exists(), "the early conversion never started"
+    with _send_first_half(live, _upload_request(job, source.read_bytes()), early_folder.exists):
+        pass  # and the connection is closed: the upload is dropped
     deadline = time.monotonic() + 10
     while early_folder.exists() and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -1,6 +1,8 @@
-"""An encode measured while it is made: what the meter reads, the size limit, a dying meter."""
+"""An encode measured while it is made: what the meter reads, the size limit, a dying meter;
+and the throttled stop check."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -54,3 +56,19 @@ def test_a_meter_that_dies_fails_the_encode_instead_of_stalling_it(noise: Path, 
     with pytest.raises(runner.ProcessFailed) as failed:
         metered(noise, tmp_path / "out.flac", plan_for(noise, "flac"), meter=broken)
     assert not isinstance(failed.value, runner.ProcessTimedOut)
+
+
+def test_every_asks_at_most_once_per_interval_and_keeps_the_answer() -> None:
+    asked: list[float] = []
+
+    def canceled() -> bool:
+        asked.append(time.monotonic())
+        return True
+
+    check = runner.Every(0.2, canceled)
+    assert check() is False and asked == []  # not before the first interval
+    time.sleep(0.25)
+    assert check() is True and len(asked) == 1
+    assert check() is True and len(asked) == 1  # the last answer, without asking
+    time.sleep(0.25)
+    assert check() is True and len(asked) == 2

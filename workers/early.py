@@ -114,8 +114,12 @@ class Arrival:
         return False
 
     def identity(self) -> list[int]:
-        held = os.fstat(self.fd)
-        return [held.st_dev, held.st_ino, held.st_size, held.st_mtime_ns]
+        return _identity(os.fstat(self.fd))
+
+
+def _identity(found: os.stat_result) -> list[int]:
+    """Which file, as it is now: an input is never written again once adopted."""
+    return [found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns]
 
 
 def _copy(source: int, out: int) -> bool:
@@ -139,7 +143,7 @@ def convert(storage: Storage, job_id: str, conversion_id: str, arrival: Arrival,
         reached = [0.0]
         try:
             runner.run_fed(ffmpeg.convert_args(None, output, plan, limits), arrival.feed,
-                           deadline_seconds=deadline_seconds, should_stop=_Every(ASK_EVERY, others_waiting),
+                           deadline_seconds=deadline_seconds, should_stop=runner.Every(ASK_EVERY, others_waiting),
                            on_line=lambda line: _progress(line, reached))
             result = {"conversion": conversion_id, "command": _command(plan, limits), "file": arrival.identity(),
                       "output": output.name, "reached": reached[0]}
@@ -149,19 +153,6 @@ def convert(storage: Storage, job_id: str, conversion_id: str, arrival: Arrival,
             shutil.rmtree(folder, ignore_errors=True)
             return f"gave up: {exc}"
     return "converted"
-
-
-class _Every:
-    """`check()`, asked at most once per `seconds`; the last answer in between."""
-
-    def __init__(self, seconds: float, check: Callable[[], bool]) -> None:
-        self.seconds, self.check = seconds, check
-        self.asked, self.answer = time.monotonic(), False
-
-    def __call__(self) -> bool:
-        if time.monotonic() - self.asked >= self.seconds:
-            self.asked, self.answer = time.monotonic(), self.check()
-        return self.answer
 
 
 def _command(plan: ffmpeg.Plan, limits: ffmpeg.Limits) -> list[str]:
@@ -196,9 +187,8 @@ def take(storage: Storage, job_id: str, conversion_id: str, source: Path, plan: 
                 time.sleep(WAIT_STEP)
         try:
             result = json.loads((folder / "result.json").read_text())
-            found = os.stat(source)
             usable = (result["conversion"] == conversion_id and result["command"] == _command(plan, limits)
-                      and result["file"] == [found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns])
+                      and result["file"] == _identity(os.stat(source)))
             if usable:
                 os.replace(folder / result["output"], partial)
                 return float(result["reached"])

@@ -140,6 +140,21 @@ def run_fed(
     return output
 
 
+class Every:
+    """A `should_stop` that asks `check()` at most once per `seconds` (the first time after
+    `seconds`), and gives the last answer in between: checks that cost a query or a Redis
+    round trip are not run on every wake-up of a waiting runner."""
+
+    def __init__(self, seconds: float, check: Callable[[], bool]) -> None:
+        self.seconds, self.check = seconds, check
+        self.asked, self.answer = time.monotonic(), False
+
+    def __call__(self) -> bool:
+        if time.monotonic() - self.asked >= self.seconds:
+            self.asked, self.answer = time.monotonic(), self.check()
+        return self.answer
+
+
 def _reading_a_pipe(args: list[str], on_line: Callable[[str], None] | None) -> tuple[_Process, int]:
     """`args` started with a new pipe as its stdin, and the pipe's write end. The process holds
     the only read end: once it is gone, writes fail instead of waiting."""

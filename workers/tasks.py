@@ -253,9 +253,9 @@ class _Progress:
         self.total = 0.0
         self.reached = 0.0  # seconds of output the last ffmpeg run reported writing
         # The job was running when the step began, at the progress it had: a step shorter
-        # than PROGRESS_EVERY writes nothing.
-        self.last_write = self.last_check = time.monotonic()
-        self.canceled = False
+        # than PROGRESS_EVERY writes nothing, and one shorter than CANCEL_CHECK_EVERY asks nothing.
+        self.last_write = time.monotonic()
+        self.should_stop = runner.Every(CANCEL_CHECK_EVERY, self._canceled)
 
     def line(self, text: str) -> None:
         seconds = ffmpeg.progress_seconds(text)
@@ -277,14 +277,10 @@ class _Progress:
             )
             session.commit()
 
-    def should_stop(self) -> bool:
-        now = time.monotonic()
-        if now - self.last_check >= CANCEL_CHECK_EVERY:
-            self.last_check = now
-            with self.ctx.sessions() as session:
-                status = session.scalar(select(Job.status).where(Job.id == self.job_id))
-            self.canceled = status != JobStatus.PROCESSING.value
-        return self.canceled
+    def _canceled(self) -> bool:
+        with self.ctx.sessions() as session:
+            status = session.scalar(select(Job.status).where(Job.id == self.job_id))
+        return status != JobStatus.PROCESSING.value
 
 
 def _probe(path: Path) -> list[ffmpeg.SourceInfo]:

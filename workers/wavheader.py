@@ -38,7 +38,7 @@ def read(path: Path, arriving: bool = False) -> SourceInfo | None:
                 fmt = handle.read(min(length, 40))
                 handle.seek(length - len(fmt) + (length & 1), 1)
             elif name == b"data":
-                if fmt is None or length in (0, 0xFFFFFFFF) or handle.tell() + length > size and not arriving:
+                if fmt is None or length in (0, 0xFFFFFFFF) or (handle.tell() + length > size and not arriving):
                     return None
                 return _stream(fmt, length)
             else:
