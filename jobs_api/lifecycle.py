@@ -3,29 +3,45 @@ worker (progress, completion) cannot overwrite each other, and each lands in his
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 
-from jobs_api.models import STATUS_INFO, Job, JobEvent, JobStatus, utcnow
+from jobs_api.models import STATUS_INFO, Job, JobEvent, JobStatus, new_id, utcnow
+
+JOBS, EVENTS = cast(Table, Job.__table__), cast(Table, JobEvent.__table__)
 
 
 def transition(
     session: Session, job_id: str, to: JobStatus, *,
     allowed_from: Iterable[JobStatus], info: str | None = None, progress: int | None = None,
 ) -> bool:
-    """Move the job to `to` (and `progress`, if given) if it is in one of `allowed_from`; the caller commits."""
+    """Move the job to `to` (and `progress`, if given) if it is in one of `allowed_from`; the caller commits.
+
+    Plain SQL on the tables (a job's status changes at least three times, and the ORM's
+    UPDATE with its session bookkeeping cost a third more here); a job loaded in the session
+    is given the new values, as stored."""
     text = info or STATUS_INFO[to]
-    extra = {} if progress is None else {"progress": progress}
+    now = utcnow()
+    values: dict[str, object] = {"status": to.value, "status_info": text, "modified_at": now}
+    if progress is not None:
+        values["progress"] = progress
+    session.flush()  # the session's pending changes first, as an ORM statement would
     result = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status.in_([status.value for status in allowed_from]))
-        .values(status=to.value, status_info=text, modified_at=utcnow(), **extra)
-        .execution_options(synchronize_session="fetch")
+        update(JOBS).where(JOBS.c.id == job_id, JOBS.c.status.in_([status.value for status in allowed_from]))
+        .values(values)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         return False
-    session.add(JobEvent(job_id=job_id, status=to.value, info=text))
+    session.execute(insert(EVENTS).values(
+        id=new_id(), job_id=job_id, status=to.value, info=text, created_at=now))
+    job = session.identity_map.get(identity_key(Job, job_id))
+    if job is not None:
+        for name, value in values.items():
+            set_committed_value(job, name, value)
     return True
 
 

@@ -628,17 +628,16 @@ def announce(ctx: Context, session: Session, job_id: str, *, last: bool = False)
     announced too and may still wait in the queue: a callback would otherwise overtake them.
     That spares a queue job of its own: RQ's bookkeeping costs about 5 ms of CPU per job here,
     with hiredis (bench/throughput.py's clips cost ffmpeg about 200). A retry is queued as before."""
-    # The task's own job is in the session already, its status set by the transition: no query.
-    job = session.get(Job, job_id)
-    if job is None or not callbacks.wanted(job):
-        return  # most changes: no reload of the job and its lists
-    session.expire_all()
+    # The job is in the session as the task (or the sweeper) has just stored it: its status set
+    # by the transition, its lists as the task wrote them. Nothing else changes a started job's
+    # row meanwhile (a cancel is a transition the task's own would have lost), so the body is
+    # built from it without reloading the job and its three lists.
     job = session.get(Job, job_id)
     if job is None or not job.callback or not callbacks.wanted(job):
         return
     body = callbacks.body(job, ctx.config)
     if last and not callbacks.hears_every_change(job):
-        _deliver(ctx, job_id, job.callback, body, 1, job.status)
+        _deliver(ctx, session, job_id, job.callback, body, 1, job.status)
     else:
         enqueue(ctx.config, "workers.tasks.deliver_callback", job_id, body)
 
@@ -653,11 +652,14 @@ def deliver_callback(job_id: str, body: str, attempt: int = 1) -> int | None:
     ctx = context()
     with ctx.sessions() as session:
         url = session.scalar(select(Job.callback).where(Job.id == job_id))
-    return _deliver(ctx, job_id, url, body, attempt) if url else None
+        return _deliver(ctx, session, job_id, url, body, attempt) if url else None
 
 
-def _deliver(ctx: Context, job_id: str, url: str, body: str, attempt: int, status: str | None = None) -> int | None:
-    """One attempt (deliver_callback's); `status`: the job's, if the caller knows it."""
+def _deliver(ctx: Context, session: Session, job_id: str, url: str, body: str, attempt: int,
+             status: str | None = None) -> int | None:
+    """One attempt (deliver_callback's), noted in the job's history through `session`;
+    `status`: the job's, if the caller knows it."""
+    session.commit()  # no transaction (nor a PostgreSQL connection) held during the request
     raw = body.encode("utf-8")
     headers = {"Content-Type": "application/json"}
     if ctx.config.webhook_secret:
@@ -678,9 +680,8 @@ def _deliver(ctx: Context, job_id: str, url: str, body: str, attempt: int, statu
     if retry and attempt <= len(delays):
         outcome += f"; retry in {delays[attempt - 1]} s"
         enqueue_in(ctx.config, delays[attempt - 1], "workers.tasks.deliver_callback", job_id, body, attempt + 1)
-    with ctx.sessions() as session:
-        record_note(session, job_id, f"callback attempt {attempt} ({_status_of(body)}): {outcome}", status)
-        session.commit()
+    record_note(session, job_id, f"callback attempt {attempt} ({_status_of(body)}): {outcome}", status)
+    session.commit()
     return code
 
 
