@@ -51,9 +51,12 @@ def main() -> None:
         base_url = f"http://127.0.0.1:{server.server_address[1]}"
         with service(workers=cores) as running, closing(Callbacks()) as callbacks:
             headers = {"X-Oc-Api-Key": running.key}
+            clients = threading.local()  # each submitting thread keeps its connection, as a client would
 
             def submit(clip: Path) -> str:
-                created = requests.post(f"{running.url}/v2/jobs", headers=headers, timeout=60, json={
+                if not hasattr(clients, "http"):
+                    clients.http = requests.Session()
+                created = clients.http.post(f"{running.url}/v2/jobs", headers=headers, timeout=60, json={
                     "input": [{"type": "remote", "source": f"{base_url}/{clip.name}"}],
                     "conversion": [{"target": "mp3"}], "callback": callbacks.url})
                 created.raise_for_status()

@@ -123,6 +123,11 @@ def flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
 class Blueprint(SmorestBlueprint):
     ARGUMENTS_PARSER = JsonAnywayParser()
 
+    def arguments(self, schema: Any, **kwargs: Any) -> Any:
+        """flask-smorest's, with a schema class made an instance once: given the class, webargs
+        builds it and its nested schemas on every request (0.5 ms of a POST /v2/jobs here)."""
+        return super().arguments(schema() if isinstance(schema, type) else schema, **kwargs)
+
 
 class StreamingRequest(Request):
     """Multipart file parts are written to the storage's incoming folder as they arrive,
