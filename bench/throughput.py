@@ -2,13 +2,14 @@
 core, jobs per second against `xargs -P <cores> ffmpeg` with the worker's command on the same
 files.
 
-    python bench/throughput.py            # 200 clips
-    python bench/throughput.py --tiny     # 8 one-second clips
+    python bench/throughput.py            # 200 clips, 3 rounds
+    python bench/throughput.py --tiny     # 8 one-second clips, 1 round
 """
 from __future__ import annotations
 
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,8 +30,12 @@ from workers import ffmpeg  # noqa: E402
 
 
 def main() -> None:
-    args = parser(__doc__.splitlines()[0]).parse_args()
+    arguments = parser(__doc__.splitlines()[0])
+    arguments.add_argument("--rounds", type=int, default=3,
+                           help="service runs, each between two baseline runs (default 3; 1 with --tiny)")
+    args = arguments.parse_args()
     count, seconds = (8, 1) if args.tiny else (200, 5)
+    rounds = 1 if args.tiny else args.rounds
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
@@ -39,46 +44,57 @@ def main() -> None:
         for clip in clips[1:]:
             clip.write_bytes(first.read_bytes())
 
-        # Baseline: the worker's ffmpeg command for each clip, `cores` at a time; run before and
-        # after the service, so that a VM changing speed meanwhile weighs on both sides.
+        # Baseline: the worker's ffmpeg command for each clip, `cores` at a time. It runs before
+        # and after every service run, so that a VM changing speed meanwhile weighs on both sides.
         plan, limits = worker_plan(first, "mp3", {})
         lines = "\n".join(shlex.join(ffmpeg.convert_args(clip, clip.with_suffix(".mp3"), plan, limits))
                           for clip in clips)
-        before = xargs_rate(lines, count, cores)
-
         server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=folder))
         threading.Thread(target=server.serve_forever, daemon=True).start()
         base_url = f"http://127.0.0.1:{server.server_address[1]}"
-        with service(workers=cores) as running, closing(Callbacks()) as callbacks:
-            headers = {"X-Oc-Api-Key": running.key}
-            clients = threading.local()  # each submitting thread keeps its connection, as a client would
-
-            def submit(clip: Path) -> str:
-                if not hasattr(clients, "http"):
-                    clients.http = requests.Session()
-                created = clients.http.post(f"{running.url}/v2/jobs", headers=headers, timeout=60, json={
-                    "input": [{"type": "remote", "source": f"{base_url}/{clip.name}"}],
-                    "conversion": [{"target": "mp3"}], "callback": callbacks.url})
-                created.raise_for_status()
-                return str(created.json()["id"])
-
-            start = time.perf_counter()
-            with ThreadPoolExecutor(32) as pool:
-                ids = list(pool.map(submit, clips))
-            ended = [callbacks.ended(job_id) for job_id in ids]
-            ours = count / (time.perf_counter() - start)
-            failed = sum(job["status"]["code"] != "completed" for job in ended)
+        baselines = [xargs_rate(lines, count, cores)]
+        rows: list[tuple[object, ...]] = []
+        ratios, failures = [], 0
+        for number in range(1, rounds + 1):
+            ours, failed = through_service(clips, base_url, cores)
+            baselines.append(xargs_rate(lines, count, cores))
+            baseline = (baselines[-2] + baselines[-1]) / 2
+            rows.append((number, count, cores, baseline, ours, ours / baseline, failed))
+            ratios.append(ours / baseline)
+            failures += failed
         server.shutdown()
-        after = xargs_rate(lines, count, cores)
-    baseline = (before + after) / 2
+    rows.append(("median", count, cores, "", "", statistics.median(ratios), failures))
     report("Throughput: many small jobs at once vs xargs -P ffmpeg",
-           ("clips", "workers", "xargs jobs/s", "service jobs/s", "ratio", "failed"),
-           [(count, cores, baseline, ours, ours / baseline, failed)], args.results,
+           ("round", "clips", "workers", "xargs jobs/s", "service jobs/s", "ratio", "failed"), rows, args.results,
            notes=[f"input: {count} copies of a {seconds} s 44.1 kHz stereo WAV, to mp3; "
                   "the service gets them as URL inputs from a loopback HTTP server, 32 submitting threads; "
                   "each job's callback says it ended (polling the job list 20 times a second cost the API "
                   "about 15 ms of CPU per job here, on the cores the conversions run on)",
-                  f"xargs jobs/s: the mean of {before:.3f} before the service's run and {after:.3f} after it"])
+                  "each round starts a new service; its xargs jobs/s is the mean of the baseline runs just "
+                  "before and just after it: " + ", ".join(f"{rate:.3f}" for rate in baselines)])
+
+
+def through_service(clips: list[Path], base_url: str, cores: int) -> tuple[float, int]:
+    """Jobs per second from the first POST to the last job's callback, and how many failed."""
+    with service(workers=cores) as running, closing(Callbacks()) as callbacks:
+        headers = {"X-Oc-Api-Key": running.key}
+        clients = threading.local()  # each submitting thread keeps its connection, as a client would
+
+        def submit(clip: Path) -> str:
+            if not hasattr(clients, "http"):
+                clients.http = requests.Session()
+            created = clients.http.post(f"{running.url}/v2/jobs", headers=headers, timeout=60, json={
+                "input": [{"type": "remote", "source": f"{base_url}/{clip.name}"}],
+                "conversion": [{"target": "mp3"}], "callback": callbacks.url})
+            created.raise_for_status()
+            return str(created.json()["id"])
+
+        start = time.perf_counter()
+        with ThreadPoolExecutor(32) as pool:
+            ids = list(pool.map(submit, clips))
+        ended = [callbacks.ended(job_id) for job_id in ids]
+        rate = len(clips) / (time.perf_counter() - start)
+    return rate, sum(job["status"]["code"] != "completed" for job in ended)
 
 
 def xargs_rate(lines: str, count: int, cores: int) -> float:
