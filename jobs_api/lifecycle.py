@@ -54,4 +54,4 @@ def record_note(session: Session, job_id: str, info: str, status: str | None = N
     """A history entry that is not a change of status (a callback attempt), at the job's
     `status` (read from the job unless the caller knows it); the caller commits."""
     status = status or session.scalar(select(Job.status).where(Job.id == job_id))
-    session.add(JobEvent(job_id=job_id, status=status, info=info))
+    session.execute(insert(EVENTS).values(id=new_id(), job_id=job_id, status=status, info=info, created_at=utcnow()))
