@@ -629,9 +629,9 @@ def announce(ctx: Context, session: Session, job_id: str, *, last: bool = False)
     That spares a queue job of its own: RQ's bookkeeping costs about 5 ms of CPU per job here,
     with hiredis (bench/throughput.py's clips cost ffmpeg about 200). A retry is queued as before."""
     # The job is in the session as the task (or the sweeper) has just stored it: its status set
-    # by the transition, its lists as the task wrote them. Nothing else changes a started job's
-    # row meanwhile (a cancel is a transition the task's own would have lost), so the body is
-    # built from it without reloading the job and its three lists.
+    # by the transition, its lists as the task wrote them. What the body shows of a started job
+    # changes only by this task (a cancel is a transition that the task's own would have lost),
+    # so the body is built from it without reloading the job and its three lists.
     job = session.get(Job, job_id)
     if job is None or not job.callback or not callbacks.wanted(job):
         return
