@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, selectinload
 from jobs_api import callbacks, catalog
 from jobs_api.config import Config
 from jobs_api.errors import NotFound, RequestInvalid, TooManyRequests, Unprocessable, WrongState
-from jobs_api.lifecycle import record_status, transition
+from jobs_api.lifecycle import record_start, transition
 from jobs_api.models import (
     STARTED,
     STATUS_INFO,
@@ -122,16 +122,15 @@ class JobService:
             self._add_conversion(job, spec, f"conversion.{index}.")
         for index, spec in enumerate(body.get("input", [])):
             self._add_input(job, spec, f"input.{index}.")
-        resting = _resting_status(job)
-        job.status, job.status_info = resting.value, STATUS_INFO[resting]
-        record_status(self.session, job)
-        # A job that starts at once is stored queued: no other request can change it before
-        # this commit, so it needs none of _settle's conditional update.
-        starts = resting == JobStatus.READY and job.process
+        # A job that starts at once is stored queued, its history ready then queued: no other
+        # request can change it before this commit, so it needs none of _settle's conditional update.
+        statuses = [_resting_status(job)]
+        starts = statuses[0] == JobStatus.READY and job.process
         if starts:
-            job.status, job.status_info = JobStatus.QUEUED.value, STATUS_INFO[JobStatus.QUEUED]
-            record_status(self.session, job)
+            statuses.append(JobStatus.QUEUED)
+        job.status, job.status_info = statuses[-1].value, STATUS_INFO[statuses[-1]]
         try:
+            record_start(self.session, job.id, statuses)
             self.session.commit()
         except IntegrityError:  # the same Idempotency-Key in a request that was just faster
             self.session.rollback()

@@ -45,9 +45,14 @@ def transition(
     return True
 
 
-def record_status(session: Session, job: Job) -> None:
-    """A history entry for the status the job has now (a new job's); the caller commits."""
-    session.add(JobEvent(job_id=job.id, status=job.status, info=job.status_info))
+def record_start(session: Session, job_id: str, statuses: list[JobStatus]) -> None:
+    """A new job's history: the statuses it went through before it was first stored (the job's
+    row is written first); the caller commits."""
+    session.flush()
+    now = utcnow()
+    session.execute(insert(EVENTS), [
+        {"id": new_id(), "job_id": job_id, "status": status.value, "info": STATUS_INFO[status], "created_at": now}
+        for status in statuses])
 
 
 def record_note(session: Session, job_id: str, info: str, status: str | None = None) -> None:
