@@ -169,9 +169,12 @@ def fetch_to_file(
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > max_bytes:
             raise OutboundFailed(f"The input is larger than the limit of {max_bytes} bytes.")
+        # The bytes as sent unless the server encoded them anyway (no Accept-Encoding is sent):
+        # urllib3's decoding path copies every chunk twice more through a buffer.
+        encoded = response.headers.get("Content-Encoding", "identity").strip().lower() != "identity"
         size, digest = 0, hashlib.sha256()
         try:
-            for chunk in response.stream(CHUNK):
+            for chunk in response.stream(CHUNK, decode_content=encoded):
                 size += len(chunk)
                 if size > max_bytes:
                     raise OutboundFailed(f"The input is larger than the limit of {max_bytes} bytes.")

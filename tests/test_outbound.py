@@ -1,6 +1,7 @@
 """The outbound guard: which addresses are reachable, and how fetching stops."""
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import ipaddress
@@ -58,6 +59,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(10**9))
             self.end_headers()
             self.wfile.write(b"x" * 50)
+        elif self.path.startswith("/gzip"):
+            # Encoded although nobody asked (some servers compress everything): 20 kB of zeros in 40 bytes.
+            body = gzip.compress(b"\0" * 20_000)
+            self.send_response(200)
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
         elif self.path.startswith("/redirect-ok"):
             self.send_response(301)
             self.send_header("Location", "/data")
@@ -112,3 +121,11 @@ def test_a_declared_size_over_the_limit_is_refused_before_reading(server: str) -
     with pytest.raises(OutboundFailed, match="larger than"):
         fetch_to_file(f"{server}/huge-declared", sink, allow=LOOPBACK, max_bytes=1000, timeout=5)
     assert sink.getvalue() == b""
+
+
+def test_an_encoded_answer_is_stored_decoded_and_its_decoded_size_is_limited(server: str) -> None:
+    sink = io.BytesIO()
+    fetched = fetch_to_file(f"{server}/gzip", sink, allow=LOOPBACK, max_bytes=100_000, timeout=5)
+    assert sink.getvalue() == b"\0" * 20_000 and fetched.size == 20_000
+    with pytest.raises(OutboundFailed, match="larger than"):
+        fetch_to_file(f"{server}/gzip", io.BytesIO(), allow=LOOPBACK, max_bytes=10_000, timeout=5)
