@@ -206,7 +206,7 @@ def test_ebu_r128_reaches_the_target_within_1_lu_and_keeps_the_true_peak(
 def test_a_long_input_is_measured_in_halves_side_by_side(client: Any, config: Any, headers: dict[str, str],
                                                          audio_dir: Path, tmp_path: Path) -> None:
     long = make_audio(audio_dir / "long-dynamic.wav", seconds=66.0, rate=44100,
-                      source="anoisesrc=color=pink:duration=66:amplitude=0.5:sample_rate=44100,"
+                      source="anoisesrc=color=pink:duration=66:amplitude=0.5:sample_rate=44100:seed=6,"
                              "volume='if(lt(mod(t,8),4),1,0.15)':eval=frame")
     assert 66.0 >= ffmpeg.SPLIT_SECONDS
     options = {"normalize_target_level_ebu": -18, "normalize_loudness_range_target_ebu": 6}
