@@ -250,3 +250,61 @@ def test_callback_receives_the_final_job_json(
     assert job["status"]["code"] == "completed"
     assert len(received) == 1
     assert received[0] == job
+
+
+@pytest.mark.skipif(not os.environ.get("TEST_DATABASE_URL", "").startswith("postgresql"),
+                    reason="a PostgreSQL connection's state is what is checked")
+def test_no_transaction_stays_open_while_ffmpeg_runs(
+        client: Any, config: Any, headers: dict[str, str], audio_dir: Path, tmp_path: Path) -> None:
+    """A read after the worker's last commit before ffmpeg would leave its connection idle in
+    transaction for the whole conversion. Watched from another connection: a transaction seen
+    idle in every sample over 0.3 s of one ffmpeg run was held across it (the task's own short
+    ones, progress and cancel checks, end within a sample)."""
+    import threading
+    import time
+
+    from sqlalchemy import create_engine, text
+
+    source = audio_dir / "minutes.wav"
+    if not source.exists():
+        make_audio(source, seconds=150.0)
+    held: list[str] = []
+    samples: dict[str, int] = {}  # ffmpeg pid: samples that saw it running
+    done = threading.Event()
+
+    def ffmpeg_children() -> set[str]:
+        children = set()
+        for entry in Path("/proc").iterdir():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)
+            except OSError:
+                continue
+            if fields[0].endswith("(ffmpeg") and int(fields[1].split()[1]) == os.getpid():
+                children.add(entry.name)
+        return children
+
+    def watch() -> None:
+        seen: dict[tuple[str, str], int] = {}  # (ffmpeg pid, xact_start): samples in a row
+        with create_engine(config.database_url).connect() as connection:
+            while not done.is_set():
+                running = ffmpeg_children()
+                for pid in running:
+                    samples[pid] = samples.get(pid, 0) + 1
+                idle = {str(start) for start in connection.execute(text(
+                    "SELECT xact_start FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND state = 'idle in transaction' AND pid <> pg_backend_pid()")).scalars()}
+                connection.rollback()
+                seen = {(pid, start): seen.get((pid, start), 0) + 1 for pid in running for start in idle}
+                held.extend(f"{start} during ffmpeg {pid}" for (pid, start), count in seen.items() if count == 15)
+                time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        job = convert(client, config, headers, source, "mp3")
+    finally:
+        done.set()
+        watcher.join()
+    assert job["status"]["code"] == "completed", job
+    assert max(samples.values(), default=0) > 15  # ffmpeg ran long enough to tell
+    assert held == []

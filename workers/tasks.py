@@ -128,15 +128,19 @@ def _run(ctx: Context, session: Session, job: Job) -> str:
                 item.status = "failed"
                 if _problem(session, job, "input", item.id, problem, job.fail_on_input_error):
                     return "failed"
+    # The conversions are read before this commit, not after it: a read after it would begin a
+    # transaction that lasted through the conversions (on PostgreSQL, a connection idle in
+    # transaction for as long as ffmpeg runs).
+    conversions = list(job.conversions)
     if not transition(session, job.id, JobStatus.PROCESSING, allowed_from=[JobStatus.DOWNLOADING]):
         raise Canceled()  # only a cancel moves a job out of downloading meanwhile
     session.commit()
     announce(ctx, session, job.id)
 
     ready = [item for item in job.inputs if item.status == "ready" and item.storage_key]
-    steps = len(job.conversions) * len(ready)
+    steps = len(conversions) * len(ready)
     with ctx.storage.work_dir(job.id) as work:
-        for number, conversion in enumerate(job.conversions):
+        for number, conversion in enumerate(conversions):
             try:
                 options = _options(session, job, conversion)
                 results: list[Result] = []
