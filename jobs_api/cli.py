@@ -45,11 +45,10 @@ def gunicorn_args(host: str, port: str, app: str) -> list[str]:
 
 
 def worker(config: Config, burst: bool) -> None:
-    from rq import SimpleWorker
     from rq.serializers import JSONSerializer
 
     from workers import sweeper, tasks
-    from workers.queue import queue_for, redis_for
+    from workers.queue import Worker, queue_for, redis_for
 
     queue = queue_for(config)
     tasks.context()  # imports and the database engine now, not during the first job
@@ -58,7 +57,7 @@ def worker(config: Config, burst: bool) -> None:
     # SimpleWorker runs tasks in this process instead of forking one per task: the database
     # engine and imports are set up once, which is most of a short job's overhead
     # (bench/small_file.py). ffmpeg still runs in its own process group under a deadline.
-    SimpleWorker([queue], connection=redis_for(config.redis_url), serializer=JSONSerializer).work(
+    Worker([queue], connection=redis_for(config.redis_url), serializer=JSONSerializer).work(
         burst=burst, with_scheduler=True)
 
 

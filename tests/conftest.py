@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 import requests
 from redis import Redis
-from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 from sqlalchemy import text
 
@@ -30,7 +29,7 @@ from jobs_api.db import make_engine, make_sessionmaker
 from jobs_api.models import ApiKey, Base
 from jobs_api.security import hash_secret, new_secret
 from workers import tasks
-from workers.queue import queue_for
+from workers.queue import Worker, queue_for
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
@@ -161,7 +160,7 @@ def headers(api_key: str) -> dict[str, str]:
 def run_worker(settings: Config) -> None:
     """Run every queued task in this process, then return (RQ's burst mode)."""
     queue = queue_for(settings)
-    SimpleWorker([queue], connection=queue.connection, serializer=JSONSerializer).work(burst=True)
+    Worker([queue], connection=queue.connection, serializer=JSONSerializer).work(burst=True)
 
 
 # Audio ---------------------------------------------------------------------------

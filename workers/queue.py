@@ -5,7 +5,8 @@ from datetime import timedelta
 from functools import cache
 
 from redis import Redis
-from rq import Queue
+from redis.client import Pipeline
+from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
@@ -39,3 +40,17 @@ def enqueue_in(config: Config, seconds: int, task: str, *args: object) -> Job:
     """Run `task` after `seconds`, by the scheduler that runs inside every worker."""
     return queue_for(config).enqueue_in(
         timedelta(seconds=seconds), task, *args, result_ttl=3600, failure_ttl=7 * 86400)
+
+
+class Worker(SimpleWorker):
+    """RQ's SimpleWorker (tasks run in the worker's own process), its heartbeat sent as one
+    round trip: RQ sends the heartbeat's three commands one by one, three times between two
+    jobs when no pipeline is at hand."""
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
+        if pipeline is not None:
+            super().heartbeat(timeout, pipeline)
+            return
+        with self.connection.pipeline(transaction=False) as batch:
+            super().heartbeat(timeout, batch)
+            batch.execute()
