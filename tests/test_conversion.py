@@ -254,8 +254,9 @@ def test_callback_receives_the_final_job_json(
 
 @pytest.mark.skipif(not os.environ.get("TEST_DATABASE_URL", "").startswith("postgresql"),
                     reason="a PostgreSQL connection's state is what is checked")
+@pytest.mark.parametrize("reads", ["conversions", "a preset"])
 def test_no_transaction_stays_open_while_ffmpeg_runs(
-        client: Any, config: Any, headers: dict[str, str], audio_dir: Path, tmp_path: Path) -> None:
+        reads: str, client: Any, config: Any, headers: dict[str, str], audio_dir: Path) -> None:
     """A read after the worker's last commit before ffmpeg would leave its connection idle in
     transaction for the whole conversion. Watched from another connection: a transaction seen
     idle in every sample over 0.3 s of one ffmpeg run was held across it (the task's own short
@@ -300,8 +301,12 @@ def test_no_transaction_stays_open_while_ffmpeg_runs(
 
     watcher = threading.Thread(target=watch)
     watcher.start()
+    options = {}
+    if reads == "a preset":
+        options = {"preset": client.post("/v2/presets", json={"name": "plain", "target": "mp3", "options": {}},
+                                         headers=headers).get_json()["id"]}
     try:
-        job = convert(client, config, headers, source, "mp3")
+        job = convert(client, config, headers, source, "mp3", options)
     finally:
         done.set()
         watcher.join()

@@ -128,10 +128,7 @@ def _run(ctx: Context, session: Session, job: Job) -> str:
                 item.status = "failed"
                 if _problem(session, job, "input", item.id, problem, job.fail_on_input_error):
                     return "failed"
-    # The conversions are read before this commit, not after it: a read after it would begin a
-    # transaction that lasted through the conversions (on PostgreSQL, a connection idle in
-    # transaction for as long as ffmpeg runs).
-    conversions = list(job.conversions)
+    conversions = list(job.conversions)  # read in this transaction, not in one of their own
     if not transition(session, job.id, JobStatus.PROCESSING, allowed_from=[JobStatus.DOWNLOADING]):
         raise Canceled()  # only a cancel moves a job out of downloading meanwhile
     session.commit()
@@ -143,6 +140,9 @@ def _run(ctx: Context, session: Session, job: Job) -> str:
         for number, conversion in enumerate(conversions):
             try:
                 options = _options(session, job, conversion)
+                # No read (a preset's, say) stays in a transaction while ffmpeg runs: on
+                # PostgreSQL, a connection idle in transaction all that time.
+                session.commit()
                 results: list[Result] = []
                 for index, item in enumerate(ready):
                     progress = _Progress(ctx, job.id, number * len(ready) + index, steps)
