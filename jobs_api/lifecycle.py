@@ -3,9 +3,9 @@ worker (progress, completion) cannot overwrite each other, and each lands in his
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
@@ -14,6 +14,14 @@ from jobs_api.models import STATUS_INFO, Job, JobEvent, JobStatus, utcnow
 
 # Plain inserts into EVENTS get the model's column defaults too (the event's id and created_at).
 JOBS, EVENTS = cast(Table, Job.__table__), cast(Table, JobEvent.__table__)
+
+# A status change's statements, built once with the values as parameters: building them
+# for each change cost twice as much as running them (0.3 ms against 0.1 here).
+_NEW: dict[str, Any] = {
+    "status": bindparam("new_status"), "status_info": bindparam("new_info"), "modified_at": bindparam("new_at")}
+_CHANGE = update(JOBS).where(JOBS.c.id == bindparam("the_job"), JOBS.c.status.in_(bindparam("allowed", expanding=True)))
+CHANGE_STATUS = _CHANGE.values(_NEW)
+CHANGE_STATUS_AND_PROGRESS = _CHANGE.values({**_NEW, "progress": bindparam("new_progress")})
 
 
 def transition(
@@ -27,16 +35,16 @@ def transition(
     is given the new values, as stored."""
     text = info or STATUS_INFO[to]
     values: dict[str, object] = {"status": to.value, "status_info": text, "modified_at": utcnow()}
+    params = {"the_job": job_id, "allowed": [status.value for status in allowed_from],
+              "new_status": to.value, "new_info": text, "new_at": values["modified_at"]}
+    statement = CHANGE_STATUS
     if progress is not None:
-        values["progress"] = progress
+        values["progress"] = params["new_progress"] = progress
+        statement = CHANGE_STATUS_AND_PROGRESS
     session.flush()  # the session's pending changes first, as an ORM statement would
-    result = session.execute(
-        update(JOBS).where(JOBS.c.id == job_id, JOBS.c.status.in_([status.value for status in allowed_from]))
-        .values(values)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if session.execute(statement, params).rowcount != 1:  # type: ignore[attr-defined]
         return False
-    session.execute(insert(EVENTS).values(job_id=job_id, status=to.value, info=text))
+    session.execute(insert(EVENTS), {"job_id": job_id, "status": to.value, "info": text})
     job = session.identity_map.get(identity_key(Job, job_id))
     if job is not None:
         for name, value in values.items():
