@@ -27,9 +27,13 @@ def queue_for(config: Config) -> Queue:
 def enqueue(config: Config, task: str, *args: object) -> None:
     # RQ's own time-out is a backstop only; the runner enforces ffmpeg's deadline. A job's
     # conversion has the RQ id `process-<job id>`, so the sweeper can tell one that was lost.
-    queue_for(config).enqueue(
-        task, *args, job_id=rq_job_id(task, args), job_timeout=config.job_deadline_seconds,
-        result_ttl=3600, failure_ttl=7 * 86400)
+    # One round trip: without a pipeline, RQ registers the queue and stores the job apart.
+    queue = queue_for(config)
+    with queue.connection.pipeline() as batch:
+        queue.enqueue(
+            task, *args, job_id=rq_job_id(task, args), job_timeout=config.job_deadline_seconds,
+            result_ttl=3600, failure_ttl=7 * 86400, pipeline=batch)
+        batch.execute()
 
 
 def rq_job_id(task: str, args: tuple[object, ...]) -> str | None:
