@@ -29,6 +29,7 @@ from jobs_api.lifecycle import record_start, transition
 from jobs_api.models import (
     STARTED,
     STATUS_INFO,
+    WITH_SPEC,
     Conversion,
     InputFile,
     Job,
@@ -62,13 +63,13 @@ class JobService:
     # Reading -------------------------------------------------------------------------
 
     def for_key(self, key_id: str, job_id: str) -> Job:
-        job = self.session.get(Job, job_id)
+        job = self.session.get(Job, job_id, options=WITH_SPEC)
         if job is None or job.api_key_id != key_id:
             raise NotFound("Job not found.")
         return job
 
     def for_token(self, token: str, job_id: str) -> Job:
-        job = self.session.get(Job, job_id)
+        job = self.session.get(Job, job_id, options=WITH_SPEC)
         if job is None or not hmac.compare_digest(job.token, token):
             raise NotFound("Job not found.")
         return job

@@ -23,7 +23,7 @@ from jobs_api.db import make_engine, make_sessionmaker
 from jobs_api.errors import RequestInvalid
 from jobs_api.jobs import display_name
 from jobs_api.lifecycle import record_note, transition
-from jobs_api.models import Conversion, InputFile, Job, JobStatus, OutputFile
+from jobs_api.models import WITH_SPEC, Conversion, InputFile, Job, JobStatus, OutputFile
 from jobs_api.presets import PresetService
 from jobs_api.storage import Storage, remove_quietly, sha256_file
 from workers import early, ffmpeg, loudness, runner, wavheader
@@ -92,7 +92,7 @@ def context() -> Context:
 def process_job(job_id: str) -> str:
     ctx = context()
     with ctx.sessions() as session:
-        job = session.get(Job, job_id)
+        job = session.get(Job, job_id, options=WITH_SPEC)
         if job is None or not transition(
             session, job_id, JobStatus.DOWNLOADING, allowed_from=[JobStatus.QUEUED]
         ):
