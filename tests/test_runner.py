@@ -1,5 +1,5 @@
 """An encode measured while it is made: what the meter reads, the size limit, a dying meter;
-and the throttled stop check."""
+the throttled stop check; and reaping a process that closed its stdout early."""
 from __future__ import annotations
 
 import time
@@ -72,3 +72,19 @@ def test_every_asks_at_most_once_per_interval_and_keeps_the_answer() -> None:
     assert check() is True and len(asked) == 1  # the last answer, without asking
     time.sleep(0.25)
     assert check() is True and len(asked) == 2
+
+
+# After stdout closes: a process is reaped when it exits, however long after -----------------
+
+def test_a_process_that_closes_stdout_early_still_gives_its_output_and_status() -> None:
+    # stdout closes; the process lives on past several waits, then ends: its output and its status.
+    script = "echo early; exec 1>&-; sleep {pause}; exit {code}"
+    assert runner.run(["sh", "-c", script.format(pause=0.3, code=0)], deadline_seconds=30) == "early\n"
+    with pytest.raises(runner.ProcessFailed) as failed:
+        runner.run(["sh", "-c", script.format(pause=0.3, code=3)], deadline_seconds=30)
+    assert failed.value.returncode == 3
+
+
+def test_a_process_that_closes_stdout_and_hangs_is_stopped_at_its_deadline() -> None:
+    with pytest.raises(runner.ProcessTimedOut):
+        runner.run(["sh", "-c", "exec 1>&-; sleep 30"], deadline_seconds=0.5)
