@@ -181,7 +181,7 @@ class JobService:
         for item in list(job.inputs):
             self._release_input_file(item)
         self.session.commit()
-        self.storage.remove_work(job.id)
+        self.storage.remove_work_dirs(job.id)
 
     def add_conversion(self, job: Job, spec: Any) -> Conversion:
         self._require_editable(job)

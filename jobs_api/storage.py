@@ -6,7 +6,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
@@ -20,7 +20,7 @@ class Storage:
         self.inputs = root / "inputs"
         self.outputs = root / "outputs"
         self.incoming = root / "incoming"  # uploads being received
-        self.work = root / "work"  # files and folders of running jobs, each named "<job id>-..."
+        self.work = root / "work"  # one directory per running conversion
 
     def ensure(self) -> None:
         for folder in (self.inputs, self.outputs, self.incoming, self.work):
@@ -48,26 +48,22 @@ class Storage:
         return key
 
     @contextmanager
-    def work_files(self, job_id: str) -> Iterator[Callable[[str], Path]]:
-        """Names for one run's files, `work/<job id>-run-<name>`, all removed afterwards
-        whatever happens. Flat, not in a folder of the run's own: on ext4, removing a folder
-        just emptied waited for the journal, about 1.5 ms a job under load (bench/throughput.py)."""
+    def work_dir(self, job_id: str) -> Iterator[Path]:
+        """A private directory for one job's run, removed whatever happens."""
         self.work.mkdir(parents=True, exist_ok=True)
-        prefix = f"{_checked(job_id)}-run-"
+        path = Path(tempfile.mkdtemp(prefix=f"{_checked(job_id)}-", dir=self.work))
         try:
-            yield lambda name: self.work / f"{prefix}{name}"
+            yield path
         finally:
-            for path in self.work.glob(f"{prefix}*"):
-                remove_quietly(path)
+            shutil.rmtree(path, ignore_errors=True)
 
     def work_dir_path(self, job_id: str, name: str) -> Path:
         """A named work folder of the job, for work that outlives one task (workers/early.py)."""
         return self.work / f"{_checked(job_id)}-{name}"
 
-    def remove_work(self, job_id: str) -> None:
-        """Every work file and folder of the job."""
+    def remove_work_dirs(self, job_id: str) -> None:
         for path in self.work.glob(f"{_checked(job_id)}-*"):
-            remove_work_entry(path)
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def remove_quietly(path: Path) -> None:
@@ -75,14 +71,6 @@ def remove_quietly(path: Path) -> None:
         path.unlink()
     except FileNotFoundError:
         pass
-
-
-def remove_work_entry(path: Path) -> None:
-    """A file or a folder of the work area."""
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        remove_quietly(path)
 
 
 def _checked(key: str) -> str:

@@ -42,7 +42,7 @@ INCOMING_NAME = re.compile(r"tmp[a-z0-9_]{1,32}")  # tempfile's names, nothing t
 
 
 def folder_of(storage: Storage, job_id: str) -> Path:
-    """Removed with the job's work folders (`Storage.remove_work`)."""
+    """Removed with the job's work folders (`Storage.remove_work_dirs`)."""
     return storage.work_dir_path(job_id, "early")
 
 

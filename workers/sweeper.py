@@ -7,6 +7,7 @@ holds the RQ id of the one sweep that is scheduled, so a restart never starts a 
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -18,7 +19,7 @@ from sqlalchemy.orm import Session, aliased
 
 from jobs_api.config import Config
 from jobs_api.models import FINISHED, InputFile, Job, JobStatus, OutputFile, utcnow
-from jobs_api.storage import remove_quietly, remove_work_entry
+from jobs_api.storage import remove_quietly
 from workers import tasks
 from workers.queue import PROCESS_JOB, enqueue_in, redis_for, rq_job_id
 
@@ -115,22 +116,22 @@ def _fail_stuck_jobs(ctx: tasks.Context, session: Session) -> int:
     for job_id, message in reasons.items():
         if tasks.fail(session, job_id, "job", job_id, tasks.Code.STUCK, message):
             session.commit()
-            ctx.storage.remove_work(job_id)
+            ctx.storage.remove_work_dirs(job_id)
             tasks.announce(ctx, session, job_id)
     session.commit()
     return len(reasons)
 
 
 def _remove_strays(ctx: tasks.Context, session: Session) -> int:
-    """Work files and folders of jobs no longer running, and uploads abandoned mid-way."""
+    """Work folders of jobs no longer running, and uploads abandoned mid-way."""
     removed = 0
     now = time.time()
     active = {JobStatus.DOWNLOADING.value, JobStatus.PROCESSING.value}
-    for entry in ctx.storage.work.glob("*"):
-        status = session.scalar(select(Job.status).where(Job.id == entry.name[:36]))
-        idle = now - _mtime(entry)
+    for folder in ctx.storage.work.glob("*"):
+        status = session.scalar(select(Job.status).where(Job.id == folder.name[:36]))
+        idle = now - _mtime(folder)
         if (status not in active and idle > 60) or idle > ctx.config.job_deadline_seconds:
-            remove_work_entry(entry)
+            shutil.rmtree(folder, ignore_errors=True)
             removed += 1
     for path in ctx.storage.incoming.glob("*"):
         if now - _mtime(path) > STRAY_AFTER_SECONDS:

@@ -136,7 +136,7 @@ def _run(ctx: Context, session: Session, job: Job) -> str:
 
     ready = [item for item in job.inputs if item.status == "ready" and item.storage_key]
     steps = len(conversions) * len(ready)
-    with ctx.storage.work_files(job.id) as work:
+    with ctx.storage.work_dir(job.id) as work:
         for number, conversion in enumerate(conversions):
             try:
                 options = _options(session, job, conversion)
@@ -329,14 +329,14 @@ def _options(session: Session, job: Job, conversion: Conversion) -> dict[str, An
 
 def _convert(
     ctx: Context, session: Session, job: Job, conversion: Conversion, options: dict[str, Any],
-    item: InputFile, work: Callable[[str], Path], progress: _Progress,
+    item: InputFile, work: Path, progress: _Progress,
 ) -> list[Result]:
     """Convert every audio stream of one input."""
     target = catalog.TARGETS[conversion.target]
     notes = catalog.ignored_options(target, options, conversion.metadata_)
     source_path = ctx.storage.input_path(item.storage_key or "")
     if _is_text(item):
-        source_path = _speak(ctx, source_path, options, work(f"{conversion.id}-{item.id}-speech.wav"), progress)
+        source_path = _speak(ctx, source_path, options, work / f"{conversion.id}-{item.id}-speech.wav", progress)
     elif "language_tts" in conversion.options:
         notes.append("language_tts ignored: the input is audio, not plain text.")
     streams = _probe(source_path)
@@ -344,7 +344,7 @@ def _convert(
     results = []
     for source in streams:
         name = f"{stem}-track{source.stream + 1}" if len(streams) > 1 else stem
-        partial = work(f"{conversion.id}-{item.id}-{source.stream}.{target.extension}")
+        partial = work / f"{conversion.id}-{item.id}-{source.stream}.{target.extension}"
         metadata = _convert_stream(ctx, job, conversion, options, source_path, source, partial, progress, notes)
         results.append(Result(partial, f"{name}.{target.extension}", item.id, source.stream, metadata))
     for note in dict.fromkeys(notes):
@@ -404,7 +404,7 @@ def _plan(ctx: Context, conversion: Conversion, options: dict[str, Any], source:
 
 
 def _publish(ctx: Context, session: Session, job: Job, conversion: Conversion, options: dict[str, Any],
-             results: list[Result], work: Callable[[str], Path]) -> None:
+             results: list[Result], work: Path) -> None:
     """Make the conversion's results downloadable: each on its own, or packed into one zip
     (several results without allow_multiple_outputs, or more than its threshold)."""
     target = catalog.TARGETS[conversion.target]
@@ -414,7 +414,7 @@ def _publish(ctx: Context, session: Session, job: Job, conversion: Conversion, o
         names = {item.id: Path(item.filename or "file").stem for item in job.inputs}
         stem = display_name(options.get("output_filename") or "") or (
             names[inputs[0]] if len(inputs) == 1 else f"{target.name}-files")
-        archive = work(f"{conversion.id}.zip")
+        archive = work / f"{conversion.id}.zip"
         members = _zip(results, archive)
         if archive.stat().st_size >= ctx.config.max_output_bytes:
             raise JobProblem(Code.OUTPUT_TOO_LARGE,
