@@ -15,7 +15,7 @@ from jobs_api.models import STATUS_INFO, Job, JobEvent, JobStatus, utcnow
 # Plain inserts into EVENTS get the model's column defaults too (the event's id and created_at).
 JOBS, EVENTS = cast(Table, Job.__table__), cast(Table, JobEvent.__table__)
 
-# A status change's statements, built once with the values as parameters: building them
+# A status change's UPDATE, built once with the values as parameters: building the statements
 # for each change cost twice as much as running them (0.3 ms against 0.1 here).
 _NEW: dict[str, Any] = {
     "status": bindparam("new_status"), "status_info": bindparam("new_info"), "modified_at": bindparam("new_at")}
