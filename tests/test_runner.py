@@ -2,6 +2,8 @@
 the throttled stop check; and reaping a process that closed its stdout early."""
 from __future__ import annotations
 
+import os
+import resource
 import time
 from pathlib import Path
 
@@ -88,3 +90,18 @@ def test_a_process_that_closes_stdout_early_still_gives_its_output_and_status() 
 def test_a_process_that_closes_stdout_and_hangs_is_stopped_at_its_deadline() -> None:
     with pytest.raises(runner.ProcessTimedOut):
         runner.run(["sh", "-c", "exec 1>&-; sleep 30"], deadline_seconds=0.5)
+
+
+def test_the_wait_for_the_exit_works_with_many_files_open() -> None:
+    # select() cannot watch a descriptor above 1023; a busy worker may hold that many.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip("the file descriptor limit is below 1200")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        assert runner.run(["sh", "-c", "echo early; exec 1>&-; sleep 0.2"], deadline_seconds=30) == "early\n"
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

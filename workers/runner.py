@@ -249,7 +249,9 @@ def _exited(process: subprocess.Popen[str], seconds: float) -> None:
             pass
         return
     try:
-        select.select([handle], [], [], seconds)
+        waiting = select.poll()  # not select(): it cannot take a descriptor above 1023
+        waiting.register(handle, select.POLLIN)
+        waiting.poll(seconds * 1000)
     finally:
         os.close(handle)
     process.poll()
