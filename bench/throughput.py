@@ -24,9 +24,12 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from redis import Redis
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import Callbacks, make_audio, parser, report, service, worker_plan  # noqa: E402
+from bench.common import Callbacks, Service, make_audio, parser, report, service, worker_plan  # noqa: E402
 from bench.small_file import Quiet  # noqa: E402
+from jobs_api.config import Config  # noqa: E402
 from workers import ffmpeg  # noqa: E402
 
 
@@ -55,14 +58,15 @@ def main() -> None:
         base_url = f"http://127.0.0.1:{server.server_address[1]}"
         baselines = [xargs_rate(lines, count, cores)]
         rows: list[tuple[object, ...]] = []
-        ratios, failures = [], 0
+        ratios, failures, spending = [], 0, []
         for number in range(1, rounds + 1):
-            ours, failed = through_service(clips, base_url, cores)
+            ours, failed, spent = through_service(clips, base_url, cores)
             baselines.append(xargs_rate(lines, count, cores))
             baseline = (baselines[-2] + baselines[-1]) / 2
             rows.append((number, count, cores, baseline, ours, ours / baseline, failed))
             ratios.append(ours / baseline)
             failures += failed
+            spending.append(f"round {number}: " + ", ".join(f"{kind} {ms:.1f}" for kind, ms in spent.items()))
         server.shutdown()
     rows.append(("median", count, cores, "", "", statistics.median(ratios), failures))
     report("Throughput: many small jobs at once vs xargs -P ffmpeg",
@@ -72,11 +76,14 @@ def main() -> None:
                   "each job's callback says it ended (polling the job list 20 times a second cost the API "
                   "about 15 ms of CPU per job here, on the cores the conversions run on)",
                   "each round starts a new service; its xargs jobs/s is the mean of the baseline runs just "
-                  "before and just after it: " + ", ".join(f"{rate:.3f}" for rate in baselines)])
+                  "before and just after it: " + ", ".join(f"{rate:.3f}" for rate in baselines),
+                  "CPU per job in ms, from the first POST to the last callback (/proc; Redis's own count; idle: "
+                  "of all cores, /proc/stat): " + "; ".join(spending)])
 
 
-def through_service(clips: list[Path], base_url: str, cores: int) -> tuple[float, int]:
-    """Jobs per second from the first POST to the last job's callback, and how many failed."""
+def through_service(clips: list[Path], base_url: str, cores: int) -> tuple[float, int, dict[str, float]]:
+    """Jobs per second from the first POST to the last job's callback, how many failed, and the
+    CPU each kind of process spent per job meanwhile (where the time goes besides ffmpeg)."""
     with service(workers=cores) as running, closing(Callbacks()) as callbacks:
         address = urlsplit(running.url)
         headers = {"X-Oc-Api-Key": running.key, "Content-Type": "application/json"}
@@ -97,12 +104,47 @@ def through_service(clips: list[Path], base_url: str, cores: int) -> tuple[float
                 raise RuntimeError(f"POST /v2/jobs answered {response.status}: {created}")
             return str(created["id"])
 
+        before = cpu_spent(running)
         start = time.perf_counter()
         with ThreadPoolExecutor(32) as pool:
             ids = list(pool.map(submit, clips))
         ended = [callbacks.ended(job_id) for job_id in ids]
         rate = len(clips) / (time.perf_counter() - start)
-    return rate, sum(job["status"]["code"] != "completed" for job in ended)
+        after = cpu_spent(running)
+    spent = {kind: (after[kind] - before[kind]) / len(clips) for kind in before}
+    return rate, sum(job["status"]["code"] != "completed" for job in ended), spent
+
+
+def cpu_spent(running: Service) -> dict[str, float]:
+    """CPU milliseconds so far: ffmpeg (the workers' finished children), the workers, the API
+    (gunicorn and its workers), this script (client, file server, callbacks), Redis, and idle."""
+    api, *workers = (process.pid for process in running.processes)
+    children = [pid for pid in _pids() if _stat(pid)[0] == api]
+    redis = Redis.from_url(Config.from_env().redis_url).info("cpu")
+    idle = int(Path("/proc/stat").read_text().split()[4])
+    own = os.times()
+    return {
+        "ffmpeg": sum(_stat(pid)[2] for pid in workers),
+        "worker": sum(_stat(pid)[1] for pid in workers),
+        "API": sum(_stat(pid)[1] for pid in [api, *children]),
+        "benchmark client": (own.user + own.system) * 1000,
+        "Redis": (redis["used_cpu_user"] + redis["used_cpu_sys"]) * 1000,
+        "idle": idle * 1000 / os.sysconf("SC_CLK_TCK"),
+    }
+
+
+def _pids() -> list[int]:
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def _stat(pid: int) -> tuple[int, float, float]:
+    """A process's parent, and its own and its reaped children's CPU in ms (zeros once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:  # gone meanwhile
+        return 0, 0.0, 0.0
+    tick = 1000 / os.sysconf("SC_CLK_TCK")
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) * tick, (int(fields[13]) + int(fields[14])) * tick
 
 
 def xargs_rate(lines: str, count: int, cores: int) -> float:
