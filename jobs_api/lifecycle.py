@@ -3,7 +3,7 @@ worker (progress, completion) cannot overwrite each other, and each lands in his
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, cast
+from typing import cast
 
 from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
@@ -15,13 +15,13 @@ from jobs_api.models import STATUS_INFO, Job, JobEvent, JobStatus, utcnow
 # Plain inserts into EVENTS get the model's column defaults too (the event's id and created_at).
 JOBS, EVENTS = cast(Table, Job.__table__), cast(Table, JobEvent.__table__)
 
-# A status change's UPDATE, built once with the values as parameters: building the statements
-# for each change cost twice as much as running them (0.3 ms against 0.1 here).
-_NEW: dict[str, Any] = {
-    "status": bindparam("new_status"), "status_info": bindparam("new_info"), "modified_at": bindparam("new_at")}
+# A status change's UPDATE, built once with the values as parameters (each column's is
+# `new_<column>`): building the statements for each change cost twice as much as running
+# them (0.3 ms against 0.1 here).
 _CHANGE = update(JOBS).where(JOBS.c.id == bindparam("the_job"), JOBS.c.status.in_(bindparam("allowed", expanding=True)))
-CHANGE_STATUS = _CHANGE.values(_NEW)
-CHANGE_STATUS_AND_PROGRESS = _CHANGE.values({**_NEW, "progress": bindparam("new_progress")})
+_STATUS = ("status", "status_info", "modified_at")
+CHANGE_STATUS = _CHANGE.values({name: bindparam(f"new_{name}") for name in _STATUS})
+CHANGE_STATUS_AND_PROGRESS = _CHANGE.values({name: bindparam(f"new_{name}") for name in (*_STATUS, "progress")})
 
 
 def transition(
@@ -35,12 +35,12 @@ def transition(
     is given the new values, as stored."""
     text = info or STATUS_INFO[to]
     values: dict[str, object] = {"status": to.value, "status_info": text, "modified_at": utcnow()}
-    params = {"the_job": job_id, "allowed": [status.value for status in allowed_from],
-              "new_status": to.value, "new_info": text, "new_at": values["modified_at"]}
     statement = CHANGE_STATUS
     if progress is not None:
-        values["progress"] = params["new_progress"] = progress
+        values["progress"] = progress
         statement = CHANGE_STATUS_AND_PROGRESS
+    params = {"the_job": job_id, "allowed": [status.value for status in allowed_from],
+              **{f"new_{name}": value for name, value in values.items()}}
     session.flush()  # the session's pending changes first, as an ORM statement would
     if session.execute(statement, params).rowcount != 1:  # type: ignore[attr-defined]
         return False

@@ -128,16 +128,15 @@ def _run(ctx: Context, session: Session, job: Job) -> str:
                 item.status = "failed"
                 if _problem(session, job, "input", item.id, problem, job.fail_on_input_error):
                     return "failed"
-    conversions = list(job.conversions)  # read in this transaction, not in one of their own
     if not transition(session, job.id, JobStatus.PROCESSING, allowed_from=[JobStatus.DOWNLOADING]):
         raise Canceled()  # only a cancel moves a job out of downloading meanwhile
     session.commit()
     announce(ctx, session, job.id)
 
     ready = [item for item in job.inputs if item.status == "ready" and item.storage_key]
-    steps = len(conversions) * len(ready)
+    steps = len(job.conversions) * len(ready)
     with ctx.storage.work_dir(job.id) as work:
-        for number, conversion in enumerate(conversions):
+        for number, conversion in enumerate(job.conversions):
             try:
                 options = _options(session, job, conversion)
                 # No read (a preset's, say) stays in a transaction while ffmpeg runs: on
