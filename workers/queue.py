@@ -1,6 +1,7 @@
 """Putting work on the queue: ids (and callback bodies), JSON-serialized, by dotted path."""
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from functools import cache
 
@@ -47,14 +48,29 @@ def enqueue_in(config: Config, seconds: int, task: str, *args: object) -> Job:
 
 
 class Worker(SimpleWorker):
-    """RQ's SimpleWorker (tasks run in the worker's own process), its heartbeat sent as one
-    round trip: RQ sends the heartbeat's three commands one by one, three times between two
-    jobs when no pipeline is at hand."""
+    """RQ's SimpleWorker (tasks run in the worker's own process) with fewer round trips between
+    two jobs. RQ sends a heartbeat three times in a row there (after the job, before dequeuing
+    the next and after), each as three commands one by one, and sets the idle state twice.
+    Here a heartbeat is one round trip, and is skipped when one with the same time-out went
+    out less than HEARTBEAT_AGAIN seconds before (it extends a TTL of minutes); a state is sent
+    only when it changes. About 0.2 ms of CPU per job (bench/throughput.py)."""
+
+    HEARTBEAT_AGAIN = 1.0
+    _last_beat: tuple[float, int | None] = (float("-inf"), None)
 
     def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
+        sent, last_timeout = self._last_beat
+        if pipeline is None and timeout == last_timeout and time.monotonic() - sent < self.HEARTBEAT_AGAIN:
+            return
         if pipeline is not None:
             super().heartbeat(timeout, pipeline)
+        else:
+            with self.connection.pipeline(transaction=False) as batch:
+                super().heartbeat(timeout, batch)
+                batch.execute()
+        self._last_beat = (time.monotonic(), timeout)
+
+    def set_state(self, state: str, pipeline: Pipeline | None = None) -> None:
+        if pipeline is None and state == self.get_state():
             return
-        with self.connection.pipeline(transaction=False) as batch:
-            super().heartbeat(timeout, batch)
-            batch.execute()
+        super().set_state(state, pipeline)

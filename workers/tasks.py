@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, joinedload, sessionmaker
 
 from jobs_api import callbacks, catalog, outbound
 from jobs_api.config import Config
@@ -92,7 +92,9 @@ def context() -> Context:
 def process_job(job_id: str) -> str:
     ctx = context()
     with ctx.sessions() as session:
-        job = session.get(Job, job_id, options=WITH_SPEC)
+        # Its outputs too: a queued job has none yet, so joining them adds no rows, and the
+        # first output published does not load the empty list with a query of its own.
+        job = session.get(Job, job_id, options=(*WITH_SPEC, joinedload(Job.outputs)))
         if job is None or not transition(
             session, job_id, JobStatus.DOWNLOADING, allowed_from=[JobStatus.QUEUED]
         ):
