@@ -31,6 +31,10 @@ from workers.queue import PROCESS_JOB, enqueue, enqueue_in, queue_for, rq_job_id
 
 log = logging.getLogger(__name__)
 
+# A job is read with its outputs too: a queued job has none yet, so joining them adds no rows,
+# and the first output published does not load the empty list with a query of its own.
+WITH_OUTPUTS = (*WITH_SPEC, joinedload(Job.outputs))
+
 PROBE_SECONDS = 30
 PROGRESS_EVERY = 0.25
 CANCEL_CHECK_EVERY = 0.25
@@ -92,9 +96,7 @@ def context() -> Context:
 def process_job(job_id: str) -> str:
     ctx = context()
     with ctx.sessions() as session:
-        # Its outputs too: a queued job has none yet, so joining them adds no rows, and the
-        # first output published does not load the empty list with a query of its own.
-        job = session.get(Job, job_id, options=(*WITH_SPEC, joinedload(Job.outputs)))
+        job = session.get(Job, job_id, options=WITH_OUTPUTS)
         if job is None or not transition(
             session, job_id, JobStatus.DOWNLOADING, allowed_from=[JobStatus.QUEUED]
         ):
