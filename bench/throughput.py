@@ -2,7 +2,7 @@
 core, jobs per second against `xargs -P <cores> ffmpeg` with the worker's command on the same
 files.
 
-    python bench/throughput.py            # 200 clips, 3 rounds
+    python bench/throughput.py            # 200 clips, 5 rounds
     python bench/throughput.py --tiny     # 8 one-second clips, 1 round
 """
 from __future__ import annotations
@@ -35,8 +35,8 @@ from workers import ffmpeg  # noqa: E402
 
 def main() -> None:
     arguments = parser(__doc__.splitlines()[0])
-    arguments.add_argument("--rounds", type=int, default=3,
-                           help="service runs, each between two baseline runs (default 3; 1 with --tiny)")
+    arguments.add_argument("--rounds", type=int, default=5,
+                           help="service runs, each between two baseline runs (default 5; 1 with --tiny)")
     args = arguments.parse_args()
     count, seconds = (8, 1) if args.tiny else (200, 5)
     rounds = 1 if args.tiny else args.rounds
