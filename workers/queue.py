@@ -53,7 +53,8 @@ class Worker(SimpleWorker):
     the next and after), each as three commands one by one, and sets the idle state twice.
     Here a heartbeat is one round trip, and is skipped when one with the same time-out went
     out less than HEARTBEAT_AGAIN seconds before (it extends a TTL of minutes); a state is sent
-    only when it changes. About 0.2 ms of CPU per job (bench/throughput.py)."""
+    only when it changes: three of the worker's fifteen round trips per job, and about 2 % of
+    its instructions per job (callgrind)."""
 
     HEARTBEAT_AGAIN = 1.0
     _last_beat: tuple[float, int | None] = (float("-inf"), None)
