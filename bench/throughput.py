@@ -77,8 +77,8 @@ def main() -> None:
                   "about 15 ms of CPU per job here, on the cores the conversions run on)",
                   "each round starts a new service; its xargs jobs/s is the mean of the baseline runs just "
                   "before and just after it: " + ", ".join(f"{rate:.3f}" for rate in baselines),
-                  "CPU per job in ms, from the first POST to the last callback (/proc; Redis's own count; idle: "
-                  "of all cores, /proc/stat): " + "; ".join(spending)])
+                  "CPU per job in ms, from the first POST to the last callback (/proc; Redis's own count; ffmpeg: "
+                  "what all cores spent, from /proc/stat, less the rest; idle: of all cores): " + "; ".join(spending)])
 
 
 def through_service(clips: list[Path], base_url: str, cores: int) -> tuple[float, int, dict[str, float]]:
@@ -112,24 +112,29 @@ def through_service(clips: list[Path], base_url: str, cores: int) -> tuple[float
         rate = len(clips) / (time.perf_counter() - start)
         after = cpu_spent(running)
     spent = {kind: (after[kind] - before[kind]) / len(clips) for kind in before}
+    busy = spent.pop("busy")
+    spent = {"ffmpeg": busy - sum(ms for kind, ms in spent.items() if kind != "idle"), **spent}
     return rate, sum(job["status"]["code"] != "completed" for job in ended), spent
 
 
 def cpu_spent(running: Service) -> dict[str, float]:
-    """CPU milliseconds so far: ffmpeg (the workers' finished children), the workers, the API
-    (gunicorn and its workers), this script (client, file server, callbacks), Redis, and idle."""
+    """CPU milliseconds so far: all cores busy, the workers, the API (gunicorn and its workers),
+    this script (client, file server, callbacks), Redis, and all cores idle. What the cores
+    spent besides is ffmpeg's: its runs are not the workers' children (workers/runner.py)."""
     api, *workers = (process.pid for process in running.processes)
     children = [pid for pid in _pids() if _stat(pid)[0] == api]
     redis = Redis.from_url(Config.from_env().redis_url).info("cpu")
-    idle = int(Path("/proc/stat").read_text().split()[4])
+    # user, nice, system, idle, iowait, irq, softirq (steal: another guest's) of the "cpu" line
+    ticks = [int(field) for field in Path("/proc/stat").read_text().split()[1:8]]
     own = os.times()
+    tick = 1000 / os.sysconf("SC_CLK_TCK")
     return {
-        "ffmpeg": sum(_stat(pid)[2] for pid in workers),
+        "busy": (sum(ticks) - ticks[3] - ticks[4]) * tick,
         "worker": sum(_stat(pid)[1] for pid in workers),
         "API": sum(_stat(pid)[1] for pid in [api, *children]),
         "benchmark client": (own.user + own.system) * 1000,
         "Redis": (redis["used_cpu_user"] + redis["used_cpu_sys"]) * 1000,
-        "idle": idle * 1000 / os.sysconf("SC_CLK_TCK"),
+        "idle": (ticks[3] + ticks[4]) * tick,
     }
 
 
@@ -137,14 +142,14 @@ def _pids() -> list[int]:
     return [int(name) for name in os.listdir("/proc") if name.isdigit()]
 
 
-def _stat(pid: int) -> tuple[int, float, float]:
-    """A process's parent, and its own and its reaped children's CPU in ms (zeros once it is gone)."""
+def _stat(pid: int) -> tuple[int, float]:
+    """A process's parent and its own CPU in ms (zeros once it is gone)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:  # gone meanwhile
-        return 0, 0.0, 0.0
+        return 0, 0.0
     tick = 1000 / os.sysconf("SC_CLK_TCK")
-    return int(fields[1]), (int(fields[11]) + int(fields[12])) * tick, (int(fields[13]) + int(fields[14])) * tick
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) * tick
 
 
 def xargs_rate(lines: str, count: int, cores: int) -> float:

@@ -20,6 +20,7 @@ from jobs_api.resources.presets.routes import blp as presets_blp
 from jobs_api.resources.usage.routes import blp as usage_blp
 from jobs_api.storage import Storage
 from jobs_api.web import StreamingRequest, close_session
+from workers import runner
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ def register_settings(app: Flask, config: Config) -> None:
 
 
 def register_services(app: Flask, config: Config) -> None:
+    runner.Forkserver.enabled = config.ffmpeg_forkserver  # for the probes of /api/v1/file-convert
     storage = Storage(config.storage_dir)
     storage.ensure()
     app.extensions["jobs_api"] = {

@@ -47,9 +47,10 @@ def gunicorn_args(host: str, port: str, app: str) -> list[str]:
 def worker(config: Config, burst: bool) -> None:
     from rq.serializers import JSONSerializer
 
-    from workers import sweeper, tasks
+    from workers import runner, sweeper, tasks
     from workers.queue import Worker, queue_for, redis_for
 
+    runner.Forkserver.enabled = config.ffmpeg_forkserver
     queue = queue_for(config)
     tasks.context()  # imports and the database engine now, not during the first job
     sweeper.schedule(config, after=0)  # unless a sweep is scheduled already

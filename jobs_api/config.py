@@ -57,6 +57,8 @@ class Config:
     max_password_failures: int = 10
     # Convert an upload that starts its job while it arrives (workers/early.py).
     convert_while_uploading: bool = True
+    # Fork ffmpeg and ffprobe from a copy started once, instead of an exec per run (workers/runner.py).
+    ffmpeg_forkserver: bool = True
 
     @classmethod
     def from_env(cls) -> Config:
@@ -86,6 +88,7 @@ class Config:
             max_jobs_per_minute=_env_int("MAX_JOBS_PER_MINUTE", defaults.max_jobs_per_minute),
             max_password_failures=_env_int("MAX_PASSWORD_FAILURES", defaults.max_password_failures),
             convert_while_uploading=bool(_env_int("CONVERT_WHILE_UPLOADING", int(defaults.convert_while_uploading))),
+            ffmpeg_forkserver=bool(_env_int("FFMPEG_FORKSERVER", int(defaults.ffmpeg_forkserver))),
         )
 
     def replace(self, **changes: object) -> Config:

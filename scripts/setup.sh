@@ -8,6 +8,7 @@ need_apt=()
 command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || need_apt+=(ffmpeg)
 command -v espeak-ng >/dev/null || need_apt+=(espeak-ng)  # text to speech (language_tts)
 command -v pgrep >/dev/null || need_apt+=(procps)
+command -v cc >/dev/null && [ -e /usr/include/stdio.h ] || need_apt+=(gcc libc6-dev)  # workers/forkserver.c
 command -v wrk >/dev/null || need_apt+=(wrk)  # load generator of bench/api_load.py
 if ! (command -v redis-cli >/dev/null && redis-cli -u "${REDIS_URL:-redis://127.0.0.1:6379/0}" ping >/dev/null 2>&1); then
     command -v redis-server >/dev/null || need_apt+=(redis-server)
@@ -23,6 +24,11 @@ if ! redis-cli -u "${REDIS_URL:-redis://127.0.0.1:6379/0}" ping >/dev/null 2>&1;
     echo "starting a local redis-server on 127.0.0.1:6379"
     redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
     for _ in $(seq 50); do redis-cli ping >/dev/null 2>&1 && break; sleep 0.1; done
+fi
+
+# ffmpeg's fork server (workers/runner.py), built again when its source changes
+if [ ! workers/forkserver.so -nt workers/forkserver.c ]; then
+    cc -O2 -Wall -Wextra -shared -fPIC -o workers/forkserver.so workers/forkserver.c -ldl
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -105,3 +107,100 @@ def test_the_wait_for_the_exit_works_with_many_files_open() -> None:
         for fd in held:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+# ffmpeg forked from a server started once (forkserver.c) ------------------------------------
+
+def _endless(marker: str) -> list[str]:
+    """An ffmpeg run that goes on until it is stopped, named by `marker`."""
+    return ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-f", "lavfi",
+            "-i", "anullsrc=r=8000:cl=mono", "-t", "600", "-metadata", marker, "-f", "null", "-"]
+
+
+def _run_until(args: list[str], look: Callable[[int], bool]) -> tuple[int, BaseException]:
+    """Run `args` until `look(pid)` says stop (asked while it runs); its pid and what the run raised."""
+    seen: list[int] = []
+
+    def should_stop() -> bool:
+        pids = _pids_of(args[-4])
+        if not pids:
+            return False
+        seen.append(pids[0])
+        return look(pids[0])
+
+    with pytest.raises(runner.ProcessFailed) as raised:
+        runner.run(args, deadline_seconds=20, should_stop=should_stop)
+    return seen[-1], raised.value
+
+
+def _pids_of(marker: str) -> list[int]:
+    return [int(name) for name in os.listdir("/proc") if name.isdigit() and marker in _cmdline(int(name))]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+needs_forkserver = pytest.mark.skipif(not runner.Forkserver.LIBRARY.exists(), reason="scripts/setup.sh builds it")
+
+
+@needs_forkserver
+def test_a_forked_run_shows_its_command_holds_only_its_own_files_and_is_stopped() -> None:
+    marker = f"title=run-{os.getpid()}-{time.monotonic_ns()}"
+    args = _endless(marker)
+    seen: dict[str, object] = {}
+
+    def look(pid: int) -> bool:
+        seen["command"] = _cmdline(pid).split()
+        seen["files"] = sorted(int(fd) for fd in os.listdir(f"/proc/{pid}/fd"))
+        seen["parent"] = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        seen["group"] = os.getpgid(pid)
+        return True
+
+    pid, raised = _run_until(args, look)
+    assert isinstance(raised, runner.ProcessStopped)
+    assert seen["command"] == args  # as ps shows it
+    assert seen["files"] == [0, 1, 2]  # nothing of the worker's, the server's or another run's
+    assert seen["parent"] != os.getpid()  # forked by the server's keeper, not started here
+    assert seen["group"] == pid  # its own process group, which the stop killed
+    assert not Path(f"/proc/{pid}").exists()  # killed and reaped
+
+
+@needs_forkserver
+def test_a_run_that_crashes_replaces_the_server() -> None:
+    runner.run(["ffmpeg", "-version"], deadline_seconds=30)
+    before = runner.Forkserver.servers["ffmpeg"]
+
+    def crash(pid: int) -> bool:
+        os.kill(pid, signal.SIGSEGV)
+        return False
+
+    _, raised = _run_until(_endless(f"title=crash-{os.getpid()}-{time.monotonic_ns()}"), crash)
+    assert raised.returncode == -signal.SIGSEGV
+    assert before.retired and before.process.poll() is not None  # the server is gone
+    runner.run(["ffmpeg", "-version"], deadline_seconds=30)
+    assert runner.Forkserver.servers["ffmpeg"] is not before
+
+
+@needs_forkserver
+def test_a_server_that_died_is_replaced_without_failing_a_run(tmp_path: Path) -> None:
+    runner.run(["ffmpeg", "-version"], deadline_seconds=30)
+    before = runner.Forkserver.servers["ffmpeg"]
+    before.process.kill()
+    before.process.wait()
+    assert runner.run(["ffmpeg", "-hide_banner", "-version"], deadline_seconds=30).startswith("ffmpeg version")
+    assert runner.Forkserver.servers["ffmpeg"] is not before
+
+
+@needs_forkserver
+def test_without_the_server_ffmpeg_is_started_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner.Forkserver, "enabled", False)
+
+    def parent(pid: int) -> bool:
+        assert int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) == os.getpid()
+        return True
+
+    _run_until(_endless(f"title=exec-{os.getpid()}-{time.monotonic_ns()}"), parent)

@@ -2,17 +2,28 @@
 
 Each run gets a deadline and its own process group; on time-out, cancel or any error
 the whole group is killed and reaped. RQ's own job time-out would not kill children.
+
+ffmpeg and ffprobe run as forks of a copy of the program that was started once and stopped
+before its main() (forkserver.c, built by scripts/setup.sh): binding the symbols of Debian's
+ffmpeg's 215 libraries costs about as much CPU as converting a five-second clip. Where the
+library is not built, or FFMPEG_FORKSERVER=0, they are started with an exec like the rest.
 """
 from __future__ import annotations
 
+import logging
 import os
 import select
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import ClassVar, TextIO
+
+log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.1
 STDERR_TAIL = 8000  # enough for ebur128's and astats' summaries
@@ -179,7 +190,9 @@ class _Process:
         self.collected: list[str] = []
         self.stderr = tempfile.TemporaryFile()
         try:
-            self.process = subprocess.Popen(
+            server = Forkserver.of(args[0])
+            forked = server.start(args, stdin, self.stderr.fileno(), pass_fds) if server else None
+            self.process = forked or subprocess.Popen(
                 args, stdin=stdin, stdout=subprocess.PIPE, stderr=self.stderr, pass_fds=pass_fds,
                 start_new_session=True, text=True, errors="replace",
             )
@@ -221,7 +234,7 @@ class _Process:
         _kill_group(self.process)
 
 
-def _wait(process: subprocess.Popen[str], reader: threading.Thread) -> None:
+def _wait(process: Started, reader: threading.Thread) -> None:
     """Up to POLL_SECONDS for the process to end. The reader sees stdout close the moment the
     process exits, so joining it wakes at once; Popen.wait(timeout) sleeps in steps of up to
     50 ms, which three processes per job turned into 100 ms of latency."""
@@ -233,12 +246,18 @@ def _wait(process: subprocess.Popen[str], reader: threading.Thread) -> None:
         _exited(process, POLL_SECONDS)
 
 
-def _exited(process: subprocess.Popen[str], seconds: float) -> None:
+def _exited(process: Started, seconds: float) -> None:
     """Reap the process if it exits within `seconds`, woken by its exit: its stdout closes a
     little before it can be reaped, and Popen.wait(timeout) then sleeps 0.5 ms, then 1 ms. With
     the other core busy, that was 1.1 ms after every ffmpeg run here (idle, when the machine
     could have converted)."""
     if process.poll() is not None:
+        return
+    if isinstance(process, Forked):  # its keeper's report wakes the wait
+        try:
+            process.wait(seconds)
+        except subprocess.TimeoutExpired:
+            pass
         return
     try:
         handle = os.pidfd_open(process.pid)
@@ -257,16 +276,151 @@ def _exited(process: subprocess.Popen[str], seconds: float) -> None:
     process.poll()
 
 
-def _pump(process: subprocess.Popen[str], sink: Callable[[str], None]) -> None:
+def _pump(process: Started, sink: Callable[[str], None]) -> None:
     assert process.stdout is not None
     for line in process.stdout:
         sink(line)
 
 
-def _kill_group(process: subprocess.Popen[str]) -> None:
+def _kill_group(process: Started) -> None:
     if process.poll() is None:
         try:
             os.killpg(process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
     process.wait()
+
+
+class Forked:
+    """A run forked by a Forkserver, with the parts of Popen the runner uses. Its keeper (the
+    run's parent) reports its end on `status`, and reaps it only once that socket is closed
+    here, which happens when the end is known: a signal never reaches a reused pid."""
+
+    def __init__(self, server: Forkserver, pid: int, status: socket.socket, reports: TextIO, stdout: int) -> None:
+        self.server, self.pid, self.status, self.reports = server, pid, status, reports
+        self.stdout = open(stdout, encoding="utf-8", errors="replace")  # noqa: SIM115 (_pump reads it to its end)
+        self.returncode: int | None = None
+        self.lock = threading.Lock()  # one thread reads the report; the others see returncode
+
+    def poll(self) -> int | None:
+        if not self.lock.acquire(blocking=False):  # another thread is waiting for the end
+            return None
+        try:
+            return self._end(0)
+        finally:
+            self.lock.release()
+
+    def wait(self, timeout: float | None = None) -> int:
+        with self.lock:
+            code = self._end(timeout)
+        if code is None:
+            raise subprocess.TimeoutExpired(str(self.pid), timeout or 0)
+        return code
+
+    def _end(self, timeout: float | None) -> int | None:
+        if self.returncode is None and (timeout is None or _readable(self.status, timeout)):
+            self._ended()
+        return self.returncode
+
+    def _ended(self) -> None:
+        kind, _, number = self.reports.readline().strip().partition(" ")
+        # No report: the keeper was killed (with the server); the run's end is unknown.
+        self.returncode = int(number) if kind == "exit" else -int(number) if kind == "signal" else -1
+        self.reports.close()
+        self.status.close()
+        if kind == "signal" and int(number) != signal.SIGKILL:
+            # A crash, which this runner's kills are not: later runs get a fresh layout (stack
+            # canary, addresses) rather than forks of the one a crash may have probed.
+            self.server.retire()
+
+
+Started = subprocess.Popen[str] | Forked
+
+
+class Forkserver:
+    """A program started once with forkserver.c, forking a run per request; one per program
+    in each process, replaced after RUNS runs and after a run that crashed."""
+
+    LIBRARY = Path(__file__).with_name("forkserver.so")
+    PROGRAMS = ("ffmpeg", "ffprobe")
+    enabled = True  # Config.ffmpeg_forkserver
+    RUNS = 1000
+    ANSWER_SECONDS = 10.0  # for the run's pid; a server this slow is replaced
+    TITLE_BYTES = 4096  # the room each run has to show its command line in ps
+    servers: ClassVar[dict[str, Forkserver]] = {}
+    lock = threading.Lock()
+
+    @classmethod
+    def of(cls, program: str) -> Forkserver | None:
+        """The server for `program`, started if need be; None where there is none."""
+        if not cls.enabled or program not in cls.PROGRAMS or not cls.LIBRARY.exists():
+            return None
+        with cls.lock:
+            server = cls.servers.get(program)
+            if server is not None and server.owner != os.getpid():
+                server = None  # a forked copy of its owner (RQ's scheduler): not this process's child
+            elif server is not None and (server.retired or server.runs >= cls.RUNS or not server.alive()):
+                server.retire()
+                server = None
+            if server is None:
+                server = cls.servers[program] = cls(program)
+            server.runs += 1
+            return server
+
+    def __init__(self, program: str) -> None:
+        self.program, self.runs, self.retired, self.owner = program, 0, False, os.getpid()
+        self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with theirs:
+            self.process = subprocess.Popen(
+                [program, " " * self.TITLE_BYTES],
+                env={**os.environ, "LD_PRELOAD": str(self.LIBRARY), "FORKSERVER_FD": str(theirs.fileno())},
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(),), start_new_session=True,
+            )
+
+    def start(self, args: list[str], stdin: int, stderr: int, pass_fds: tuple[int, ...]) -> Forked | None:
+        """`args` forked with these descriptors, stdout a new pipe; None if the server failed
+        (it is retired): the caller then starts the program the usual way."""
+        request = "\0".join([os.getcwd(), ",".join(map(str, pass_fds)), *args]).encode()
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        mine.settimeout(self.ANSWER_SECONDS)
+        reports = mine.makefile("r", encoding="ascii")
+        read_end, write_end = os.pipe()
+        null = os.open(os.devnull, os.O_RDONLY) if stdin == subprocess.DEVNULL else None
+        try:
+            with theirs:
+                socket.send_fds(self.control, [request],
+                                [stdin if null is None else null, write_end, stderr, theirs.fileno(), *pass_fds])
+            pid = int(reports.readline().removeprefix("pid "))  # no line: no keeper was forked
+            mine.settimeout(None)  # the run's end comes when it comes
+        except (OSError, ValueError) as exc:
+            log.warning("the %s fork server failed (%s); starting %s without it", self.program, exc, args[0])
+            reports.close()
+            mine.close()
+            os.close(read_end)
+            self.retire()
+            return None
+        finally:
+            os.close(write_end)
+            if null is not None:
+                os.close(null)
+        return Forked(self, pid, mine, reports, read_end)
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def retire(self) -> None:
+        """Take no more requests; the server exits as its socket closes, runs end on their own."""
+        self.retired = True
+        self.control.close()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _readable(status: socket.socket, seconds: float) -> bool:
+    waiting = select.poll()  # not select(): it cannot take a descriptor above 1023
+    waiting.register(status, select.POLLIN)
+    return bool(waiting.poll(seconds * 1000))
