@@ -51,15 +51,36 @@ def reset_peak(pid: int) -> int:
 
 
 def children(pid: int) -> list[int]:
-    found = []
+    parents = _parents()
+    return [child for child, parent in parents.items() if parent == pid]
+
+
+def ffmpeg_runs(pid: int) -> list[int]:
+    """The ffmpeg runs among `pid`'s descendants: forks of the worker's fork server, with their
+    command lines (the server and its keepers show a blank one; RQ's scheduler is no ffmpeg)."""
+    parents, found = _parents(), [pid]
+    for ancestor in found:
+        found += [child for child, parent in parents.items() if parent == ancestor]
+    return [child for child in found[1:] if _command(child)[:1] == ["ffmpeg"] and len(_command(child)) > 1]
+
+
+def _command(pid: int) -> list[str]:
+    try:
+        return [part for part in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+                if part.strip()]
+    except OSError:
+        return []
+
+
+def _parents() -> dict[int, int]:
+    parents = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    found.append(int(entry.name))
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
             except (FileNotFoundError, ProcessLookupError, IndexError):
                 continue
-    return found
+    return parents
 
 
 def api_pids(running: Service) -> list[int]:
@@ -75,7 +96,7 @@ def api_growth(running: Service, transfer: Callable[[], object]) -> int:
 
 
 class Sampler:
-    """Peak RSS of the worker process (VmHWM) and of its ffmpeg children (sampled)."""
+    """Peak RSS of the worker process (VmHWM) and of the ffmpeg runs it starts (sampled)."""
 
     def __init__(self, worker: int) -> None:
         self.worker, self.child_peak, self.running = worker, 0, True
@@ -85,7 +106,7 @@ class Sampler:
 
     def _watch(self) -> None:
         while self.running:
-            for pid in children(self.worker):
+            for pid in ffmpeg_runs(self.worker):
                 # an ffmpeg that has just exited (a zombie) has no VmRSS any more
                 self.child_peak = max(self.child_peak, status(pid).get("VmRSS", 0))
             time.sleep(0.02)

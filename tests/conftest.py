@@ -28,7 +28,7 @@ from jobs_api.config import Config
 from jobs_api.db import make_engine, make_sessionmaker
 from jobs_api.models import ApiKey, Base
 from jobs_api.security import hash_secret, new_secret
-from workers import tasks
+from workers import runner, tasks
 from workers.queue import Worker, queue_for
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -164,6 +164,27 @@ def run_worker(settings: Config) -> None:
 
 
 # Audio ---------------------------------------------------------------------------
+
+def ffmpeg_runs() -> set[int]:
+    """The ffmpeg runs this process has going: its descendants named ffmpeg, each in a process
+    group of its own, less the fork servers they are forked from (workers/runner.py)."""
+    parents, groups = {}, {}
+    for entry in Path("/proc").iterdir():
+        try:
+            name, fields = (entry / "stat").read_text().rsplit(")", 1)
+        except OSError:
+            continue
+        if name.endswith("(ffmpeg"):
+            parents[int(entry.name)], groups[int(entry.name)] = int(fields.split()[1]), int(fields.split()[2])
+    servers = {server.process.pid for server in runner.Forkserver.servers.values()}
+
+    def mine(pid: int) -> bool:
+        while pid in parents:
+            pid = parents[pid]
+        return pid == os.getpid()
+
+    return {pid for pid in parents if groups[pid] == pid and pid not in servers and mine(pid)}
+
 
 def make_audio(path: Path, seconds: float = 3.0, rate: int = 44100, channels: int = 2,
                extra: list[str] | None = None, source: str | None = None) -> Path:

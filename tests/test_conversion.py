@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_audio, probe, run_worker
+from conftest import ffmpeg_runs, make_audio, probe, run_worker
 
 from jobs_api.app import create_app
 
@@ -270,25 +270,14 @@ def test_no_transaction_stays_open_while_ffmpeg_runs(
     if not source.exists():
         make_audio(source, seconds=150.0)
     held: list[str] = []
-    samples: dict[str, int] = {}  # ffmpeg pid: samples that saw it running
+    samples: dict[int, int] = {}  # ffmpeg pid: samples that saw it running
     done = threading.Event()
 
-    def ffmpeg_children() -> set[str]:
-        children = set()
-        for entry in Path("/proc").iterdir():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)
-            except OSError:
-                continue
-            if fields[0].endswith("(ffmpeg") and int(fields[1].split()[1]) == os.getpid():
-                children.add(entry.name)
-        return children
-
     def watch() -> None:
-        seen: dict[tuple[str, str], int] = {}  # (ffmpeg pid, xact_start): samples in a row
+        seen: dict[tuple[int, str], int] = {}  # (ffmpeg pid, xact_start): samples in a row
         with create_engine(config.database_url).connect() as connection:
             while not done.is_set():
-                running = ffmpeg_children()
+                running = ffmpeg_runs()
                 for pid in running:
                     samples[pid] = samples.get(pid, 0) + 1
                 idle = {str(start) for start in connection.execute(text(
