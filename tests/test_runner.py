@@ -166,6 +166,9 @@ def test_a_forked_run_shows_its_command_holds_only_its_own_files_and_is_stopped(
     assert seen["files"] == [0, 1, 2]  # nothing of the worker's, the server's or another run's
     assert seen["parent"] != os.getpid()  # forked by the server's keeper, not started here
     assert seen["group"] == pid  # its own process group, which the stop killed
+    deadline = time.monotonic() + 5  # its keeper reaps it once the runner has its status
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert not Path(f"/proc/{pid}").exists()  # killed and reaped
 
 

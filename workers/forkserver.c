@@ -160,21 +160,25 @@ int __libc_start_main(main_fn main_, int argc, char **argv, void (*init)(void), 
         cursor += strlen(cursor) + 1;
         char *numbers = cursor < end ? cursor : end;
         cursor += strlen(numbers) + 1;
-        for (char *number = strtok(numbers, ","); number && target_count < MAX_FDS; number = strtok(NULL, ","))
-            targets[target_count++] = atoi(number);
+        int valid = !(message.msg_flags & (MSG_TRUNC | MSG_CTRUNC));
+        for (char *number = strtok(numbers, ","); number && target_count < MAX_FDS; number = strtok(NULL, ",")) {
+            targets[target_count] = atoi(number);
+            valid &= targets[target_count++] > 2;  /* 0, 1 and 2 are stdin, stdout and stderr */
+        }
         while (cursor < end && arg_count < MAX_ARGS) {
             args[arg_count++] = cursor;
             cursor += strlen(cursor) + 1;
         }
         args[arg_count] = NULL;
-        if (count >= 4 && count == 4 + target_count && arg_count > 0) {
+        valid &= cursor >= end;  /* every argument fitted */
+        if (valid && count >= 4 && count == 4 + target_count && arg_count > 0) {
             pid_t keeper = fork();
             if (keeper == 0) {
                 close(control);
                 keep(start, main_, argv, argc, folder, args, arg_count, fds, count, targets, init, fini, rtld_fini, stack_end);
             }
         }
-        /* a malformed request gets no keeper: its status socket closes with no pid */
+        /* a request cut short or malformed gets no keeper: its status socket closes with no pid */
         for (int i = 0; i < count; i++) close(fds[i]);
     }
 }
