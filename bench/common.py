@@ -228,6 +228,10 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}), {memory} GiB, Python {platform.python_version()}, ffmpeg {ffmpeg}"
 
 
+# A setting that changes what a run measures, shown before its command when it is set.
+SETTINGS_SHOWN = [f"{name}={os.environ[name]}" for name in ("FFMPEG_FORKSERVER",) if name in os.environ]
+
+
 def report(title: str, header: Sequence[str], rows: Sequence[Sequence[object]], results: Path,
            notes: Sequence[str] = ()) -> str:
     """Print a Markdown table with the machine, date and command, and append it to `results`."""
@@ -236,7 +240,7 @@ def report(title: str, header: Sequence[str], rows: Sequence[Sequence[object]], 
         "",
         f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         f"- machine: {machine()}",
-        f"- command: `{shlex.join(['python', *sys.argv])}`",
+        f"- command: `{shlex.join([*SETTINGS_SHOWN, 'python', *sys.argv])}`",
         *[f"- {note}" for note in notes],
         "",
         "| " + " | ".join(header) + " |",
