@@ -156,7 +156,7 @@ def test_a_forked_run_shows_its_command_holds_only_its_own_files_and_is_stopped(
     def look(pid: int) -> bool:
         seen["command"] = _cmdline(pid).split()
         seen["files"] = sorted(int(fd) for fd in os.listdir(f"/proc/{pid}/fd"))
-        seen["parent"] = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        seen["parent"] = _parent(pid)
         seen["group"] = os.getpgid(pid)
         return True
 
@@ -189,6 +189,31 @@ def test_a_run_that_crashes_replaces_the_server() -> None:
 
 
 @needs_forkserver
+def test_a_run_whose_keeper_is_killed_is_killed_too() -> None:
+    def kill_keeper(pid: int) -> bool:
+        os.kill(_parent(pid), signal.SIGKILL)
+        return False
+
+    pid, raised = _run_until(_endless(f"title=orphan-{os.getpid()}-{time.monotonic_ns()}"), kill_keeper)
+    assert not isinstance(raised, runner.ProcessStopped) and raised.returncode == -signal.SIGKILL
+    deadline = time.monotonic() + 5
+    while _state(pid) not in ("", "Z") and time.monotonic() < deadline:  # the kill takes a moment
+        time.sleep(0.01)
+    assert _state(pid) in ("", "Z")  # gone, or dead and waiting for init to reap it
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return ""
+
+
+@needs_forkserver
 def test_a_server_that_died_is_replaced_without_failing_a_run(tmp_path: Path) -> None:
     runner.run(["ffmpeg", "-version"], deadline_seconds=30)
     before = runner.Forkserver.servers["ffmpeg"]
@@ -203,7 +228,7 @@ def test_without_the_server_ffmpeg_is_started_here(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(runner.Forkserver, "enabled", False)
 
     def parent(pid: int) -> bool:
-        assert int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) == os.getpid()
+        assert _parent(pid) == os.getpid()
         return True
 
     _run_until(_endless(f"title=exec-{os.getpid()}-{time.monotonic_ns()}"), parent)

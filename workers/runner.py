@@ -301,6 +301,7 @@ class Forked:
         self.stdout = open(stdout, encoding="utf-8", errors="replace")  # noqa: SIM115 (_pump reads it to its end)
         self.returncode: int | None = None
         self.lock = threading.Lock()  # one thread reads the report; the others see returncode
+        self.handle = os.pidfd_open(pid)  # the run itself, should its keeper go first (_ended)
 
     def poll(self) -> int | None:
         if not self.lock.acquire(blocking=False):  # another thread is waiting for the end
@@ -324,8 +325,15 @@ class Forked:
 
     def _ended(self) -> None:
         kind, _, number = self.reports.readline().strip().partition(" ")
-        # No report: the keeper was killed (with the server); the run's end is unknown.
-        self.returncode = int(number) if kind == "exit" else -int(number) if kind == "signal" else -1
+        if kind not in ("exit", "signal"):
+            # No report: the keeper was killed (the OOM killer, say). The run may go on, no
+            # one's child to wait for; a pidfd reaches it, and no other process with its pid.
+            try:
+                signal.pidfd_send_signal(self.handle, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.returncode = int(number) if kind == "exit" else -int(number) if kind == "signal" else -signal.SIGKILL
+        os.close(self.handle)
         self.reports.close()
         self.status.close()
         if kind == "signal" and int(number) != signal.SIGKILL:
