@@ -4,7 +4,8 @@
 FROM python:3.11-slim-bookworm AS forkserver
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev
 COPY workers/forkserver.c /build/
-RUN cc -O2 -Wall -Wextra -shared -fPIC -o /build/forkserver.so /build/forkserver.c -ldl
+RUN cc -O2 -Wall -Wextra -fstack-protector-strong -D_FORTIFY_SOURCE=2 -shared -fPIC -Wl,-z,relro,-z,now \
+    -o /build/forkserver.so /build/forkserver.c -ldl
 
 FROM python:3.11-slim-bookworm
 

@@ -28,7 +28,8 @@ fi
 
 # ffmpeg's fork server (workers/runner.py), built again when its source changes
 if [ ! workers/forkserver.so -nt workers/forkserver.c ]; then
-    cc -O2 -Wall -Wextra -shared -fPIC -o workers/forkserver.so workers/forkserver.c -ldl
+    cc -O2 -Wall -Wextra -fstack-protector-strong -D_FORTIFY_SOURCE=2 -shared -fPIC -Wl,-z,relro,-z,now \
+        -o workers/forkserver.so workers/forkserver.c -ldl
 fi
 
 if [ ! -x .venv/bin/python ]; then
