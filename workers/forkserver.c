@@ -9,16 +9,17 @@
  * or cancel), moves the descriptors into place, closes every other one, and calls the
  * program's main() with the request's argv: the same program, already linked.
  *
- * The run also writes its argv over the server's own (a blank the runner starts it with), so that
- * ps and /proc/<pid>/cmdline show each run's command line, as they would after an exec.
+ * The run also writes its argv over the server's own (a blank the runner starts it with), so
+ * that ps and /proc/<pid>/cmdline show each run's command line, as they would after an exec.
  *
  * The keeper writes the run's pid, then its exit, to the request's status socket; it reaps
  * the run only when the runner closes that socket, so the runner can never signal a pid that
  * was reused. The server exits when its socket closes (the runner's process is gone).
  *
- * Request: one SOCK_SEQPACKET message, NUL-separated strings: the working directory, the target
- * numbers of the extra descriptors ("" or "5,7"), then argv. Descriptors (SCM_RIGHTS): stdin, stdout, stderr, the
- * status socket, then the extras. Status: "pid <n>\n", then "exit <code>\n" or "signal <n>\n".
+ * Request: one SOCK_SEQPACKET message of NUL-separated strings: the working directory, the
+ * target numbers of the extra descriptors ("" or "5,7"), then argv. Its descriptors
+ * (SCM_RIGHTS): stdin, stdout, stderr, the status socket, then the extras.
+ * Status: "pid <n>\n", then "exit <code>\n" or "signal <n>\n".
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -90,8 +91,8 @@ static void retitle(char **original, int original_count, char **args, int count)
 
 /* The keeper: start the run, report it, wait for the runner to let go, reap. */
 static void keep(start_fn start, main_fn main_, char **original, int original_count, const char *folder,
-                 char **argv, int argc, int *fds, int count, const int *targets, void (*init)(void), void (*fini)(void), void (*rtld_fini)(void),
-                 void *stack_end) {
+                 char **argv, int argc, int *fds, int count, const int *targets,
+                 void (*init)(void), void (*fini)(void), void (*rtld_fini)(void), void *stack_end) {
     signal(SIGCHLD, SIG_DFL);
     int status_fd = fds[3];
     pid_t run = fork();
@@ -110,12 +111,14 @@ static void keep(start_fn start, main_fn main_, char **original, int original_co
     say(status_fd, "pid %ld\n", (long)run);
     siginfo_t info;
     memset(&info, 0, sizeof info);
-    while (waitid(P_PID, (id_t)run, &info, WEXITED | WNOWAIT) < 0 && errno == EINTR) {
+    int waited;
+    while ((waited = waitid(P_PID, (id_t)run, &info, WEXITED | WNOWAIT)) < 0 && errno == EINTR) {
     }
-    if (info.si_code == CLD_EXITED)
+    if (waited == 0 && info.si_code == CLD_EXITED)
         say(status_fd, "exit %ld\n", (long)info.si_status);
-    else
+    else if (waited == 0)
         say(status_fd, "signal %ld\n", (long)info.si_status);
+    /* else no report: the runner then kills the run itself */
     char ignored[64];
     while (read(status_fd, ignored, sizeof ignored) > 0) {
     }
@@ -150,7 +153,8 @@ int __libc_start_main(main_fn main_, int argc, char **argv, void (*init)(void), 
         for (struct cmsghdr *c = CMSG_FIRSTHDR(&message); c != NULL; c = CMSG_NXTHDR(&message, c)) {
             if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
             int here = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-            for (int i = 0; i < here && count < MAX_FDS; i++) memcpy(&fds[count++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+            for (int i = 0; i < here && count < MAX_FDS; i++)
+                memcpy(&fds[count++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
         }
         /* the working directory, the target numbers, then argv */
         static char *args[MAX_ARGS + 1];
@@ -161,7 +165,8 @@ int __libc_start_main(main_fn main_, int argc, char **argv, void (*init)(void), 
         char *numbers = cursor < end ? cursor : end;
         cursor += strlen(numbers) + 1;
         int valid = !(message.msg_flags & (MSG_TRUNC | MSG_CTRUNC));
-        for (char *number = strtok(numbers, ","); number && target_count < MAX_FDS; number = strtok(NULL, ",")) {
+        for (char *number = strtok(numbers, ","); number != NULL && target_count < MAX_FDS;
+             number = strtok(NULL, ",")) {
             targets[target_count] = atoi(number);
             valid &= targets[target_count++] > 2;  /* 0, 1 and 2 are stdin, stdout and stderr */
         }
@@ -175,7 +180,8 @@ int __libc_start_main(main_fn main_, int argc, char **argv, void (*init)(void), 
             pid_t keeper = fork();
             if (keeper == 0) {
                 close(control);
-                keep(start, main_, argv, argc, folder, args, arg_count, fds, count, targets, init, fini, rtld_fini, stack_end);
+                keep(start, main_, argv, argc, folder, args, arg_count, fds, count, targets,
+                     init, fini, rtld_fini, stack_end);
             }
         }
         /* a request cut short or malformed gets no keeper: its status socket closes with no pid */
