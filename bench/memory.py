@@ -61,7 +61,7 @@ def ffmpeg_runs(pid: int) -> list[int]:
     parents, found = _parents(), [pid]
     for ancestor in found:
         found += [child for child, parent in parents.items() if parent == ancestor]
-    return [child for child in found[1:] if _command(child)[:1] == ["ffmpeg"] and len(_command(child)) > 1]
+    return [child for child in found[1:] if len(command := _command(child)) > 1 and command[0] == "ffmpeg"]
 
 
 def _command(pid: int) -> list[str]:

@@ -53,7 +53,7 @@ def register_settings(app: Flask, config: Config) -> None:
 
 
 def register_services(app: Flask, config: Config) -> None:
-    runner.Forkserver.enabled = config.ffmpeg_forkserver  # for the probes of /api/v1/file-convert
+    runner.Forkserver.enabled = config.ffmpeg_forkserver  # the file-convert endpoint probes uploads
     storage = Storage(config.storage_dir)
     storage.ensure()
     app.extensions["jobs_api"] = {
