@@ -40,6 +40,16 @@
 typedef int (*main_fn)(int, char **, char **);
 typedef int (*start_fn)(main_fn, int, char **, void (*)(void), void (*)(void), void (*)(void), void *);
 
+/* What libc's own __libc_start_main was to be called with: each run calls it with its argv. */
+static struct {
+    start_fn start;
+    main_fn main;
+    int argc;
+    char **argv;  /* the server's own, whose space each run's argv is written over */
+    void (*init)(void), (*fini)(void), (*rtld_fini)(void);
+    void *stack_end;
+} program;
+
 static void say(int fd, const char *format, long value) {
     char line[64];
     int length = snprintf(line, sizeof line, format, value);
@@ -75,9 +85,9 @@ static void arrange(const int *fds, int count, const int *targets) {
 }
 
 /* In the run: its argv where ps reads a process's command line, cut to the space there is. */
-static void retitle(char **original, int original_count, char **args, int count) {
-    char *area = original[0];
-    size_t size = (size_t)(original[original_count - 1] + strlen(original[original_count - 1]) + 1 - area);
+static void retitle(char **args, int count) {
+    char *area = program.argv[0], *last = program.argv[program.argc - 1];
+    size_t size = (size_t)(last + strlen(last) + 1 - area);
     size_t used = 0;
     for (int i = 0; i < count && used < size; i++) {
         size_t length = strlen(args[i]) + 1;
@@ -90,9 +100,7 @@ static void retitle(char **original, int original_count, char **args, int count)
 }
 
 /* The keeper: start the run, report it, wait for the runner to let go, reap. */
-static void keep(start_fn start, main_fn main_, char **original, int original_count, const char *folder,
-                 char **argv, int argc, int *fds, int count, const int *targets,
-                 void (*init)(void), void (*fini)(void), void (*rtld_fini)(void), void *stack_end) {
+static void keep(const char *folder, char **argv, int argc, int *fds, int count, const int *targets) {
     signal(SIGCHLD, SIG_DFL);
     int status_fd = fds[3];
     pid_t run = fork();
@@ -101,10 +109,11 @@ static void keep(start_fn start, main_fn main_, char **original, int original_co
         setsid();
         if (chdir(folder) < 0) _exit(127);
         arrange(fds, count, targets);
-        retitle(original, original_count, argv, argc);
+        retitle(argv, argc);
         unsetenv("FORKSERVER_FD");
         unsetenv("LD_PRELOAD");
-        exit(start(main_, argc, argv, init, fini, rtld_fini, stack_end));
+        exit(program.start(program.main, argc, argv, program.init, program.fini, program.rtld_fini,
+                           program.stack_end));
     }
     for (int i = 0; i < count; i++)
         if (i != 3) close(fds[i]);
@@ -131,6 +140,14 @@ int __libc_start_main(main_fn main_, int argc, char **argv, void (*init)(void), 
     start_fn start = (start_fn)dlsym(RTLD_NEXT, "__libc_start_main");
     const char *control_env = getenv("FORKSERVER_FD");
     if (control_env == NULL) return start(main_, argc, argv, init, fini, rtld_fini, stack_end);
+    program.start = start;
+    program.main = main_;
+    program.argc = argc;
+    program.argv = argv;
+    program.init = init;
+    program.fini = fini;
+    program.rtld_fini = rtld_fini;
+    program.stack_end = stack_end;
     int control = atoi(control_env);
     signal(SIGCHLD, SIG_IGN);  /* keepers are reaped by the kernel */
     static char request[MAX_REQUEST + 1];
@@ -180,8 +197,7 @@ int __libc_start_main(main_fn main_, int argc, char **argv, void (*init)(void), 
             pid_t keeper = fork();
             if (keeper == 0) {
                 close(control);
-                keep(start, main_, argv, argc, folder, args, arg_count, fds, count, targets,
-                     init, fini, rtld_fini, stack_end);
+                keep(folder, args, arg_count, fds, count, targets);
             }
         }
         /* a request cut short or malformed gets no keeper: its status socket closes with no pid */

@@ -336,7 +336,7 @@ class Forked:
         os.close(self.handle)
         self.reports.close()
         self.status.close()
-        if kind == "signal" and int(number) != signal.SIGKILL:
+        if kind == "signal" and self.returncode != -signal.SIGKILL:
             # A crash, which this runner's kills are not: later runs get a fresh layout (stack
             # canary, addresses) rather than forks of the one a crash may have probed.
             self.server.retire()
