@@ -191,6 +191,7 @@ def test_a_run_that_crashes_replaces_the_server() -> None:
 @needs_forkserver
 def test_a_run_whose_keeper_is_killed_is_killed_too() -> None:
     def kill_keeper(pid: int) -> bool:
+        assert _parent(pid) != os.getpid()  # a keeper, not this process (were the run started here)
         os.kill(_parent(pid), signal.SIGKILL)
         return False
 
