@@ -52,6 +52,9 @@ STATUS_INFO: dict[JobStatus, str] = {
 
 FINISHED = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED})
 STARTED = frozenset({JobStatus.QUEUED, JobStatus.DOWNLOADING, JobStatus.PROCESSING}) | FINISHED
+# Outputs are made only once a job is processing, and no status leads back: a job in one of
+# these has none, and reading it needs no query for them.
+BEFORE_OUTPUTS = frozenset({JobStatus.INCOMPLETE, JobStatus.READY, JobStatus.QUEUED, JobStatus.DOWNLOADING})
 
 
 class Base(DeclarativeBase):

@@ -1,5 +1,6 @@
 """SQLite writers queue in jobs_api.db instead of SQLite's busy handler: the queue is held
-exactly while SQLite's write lock would be, and writers in several processes all get through."""
+exactly while SQLite's write lock would be, and writers in several processes all get through.
+Checkpoints run in a thread of their own, never inside a commit."""
 from __future__ import annotations
 
 import fcntl
@@ -7,13 +8,14 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from jobs_api.db import QueuedWriter, make_engine
+from jobs_api.db import Checkpointer, QueuedWriter, make_engine
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -105,3 +107,33 @@ def test_writers_in_several_processes_all_get_through(tmp_path: Path, processes:
         assert writer.returncode == 0, errors
     with engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM t")).scalar() == processes * 300
+
+
+FILL = ("INSERT INTO big SELECT randomblob(4000) FROM "
+        "(WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 500) SELECT n FROM r)")
+
+
+def test_commits_never_checkpoint_a_thread_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "jobs.db"
+    started: list[str] = []
+    monkeypatch.setattr(Checkpointer, "start", classmethod(lambda _cls, database: started.append(database)))
+    engine = _engine(path)
+    assert set(started) == {os.path.realpath(path)}  # each connection asks for the thread
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE big (b BLOB)"))
+    before = path.stat().st_size
+    for _ in range(3):
+        with engine.begin() as connection:
+            connection.execute(text(FILL))
+    # 1500 pages of WAL: SQLite's own checkpoint (at 1000) would have copied them at a commit.
+    assert Path(f"{path}-wal").stat().st_size > 1000 * 4096
+    assert path.stat().st_size == before
+
+    monkeypatch.undo()
+    Checkpointer.start(os.path.realpath(path))
+    deadline = time.monotonic() + 10
+    while path.stat().st_size < before + 1500 * 4000 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert path.stat().st_size >= before + 1500 * 4000
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM big")).scalar() == 1500
