@@ -116,7 +116,7 @@ class JobService:
             fail_on_conversion_error=body.get("fail_on_conversion_error", True),
             callback=self._callback(body.get("callback")),
             notify_status=body.get("notify_status", False),
-            inputs=[], conversions=[], outputs=[],  # known empty: no lazy load after the insert
+            inputs=[], conversions=[],  # known empty: no lazy load after the insert
         )
         self.session.add(job)
         for index, spec in enumerate(body.get("conversion", [])):
