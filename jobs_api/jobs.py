@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, selectinload
 from jobs_api import callbacks, catalog
 from jobs_api.config import Config
 from jobs_api.errors import NotFound, RequestInvalid, TooManyRequests, Unprocessable, WrongState
-from jobs_api.lifecycle import record_start, transition
+from jobs_api.lifecycle import store_new, transition
 from jobs_api.models import (
     STARTED,
     STATUS_INFO,
@@ -118,7 +118,6 @@ class JobService:
             notify_status=body.get("notify_status", False),
             inputs=[], conversions=[],  # known empty: no lazy load after the insert
         )
-        self.session.add(job)
         for index, spec in enumerate(body.get("conversion", [])):
             self._add_conversion(job, spec, f"conversion.{index}.")
         for index, spec in enumerate(body.get("input", [])):
@@ -131,7 +130,7 @@ class JobService:
             statuses.append(JobStatus.QUEUED)
         job.status, job.status_info = statuses[-1].value, STATUS_INFO[statuses[-1]]
         try:
-            record_start(self.session, job.id, statuses)
+            store_new(self.session, job, statuses)
             self.session.commit()
         except IntegrityError:  # the same Idempotency-Key in a request that was just faster
             self.session.rollback()

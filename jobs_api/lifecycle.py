@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from functools import cache
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import Table, Update, bindparam, insert, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
-from jobs_api.models import STATUS_INFO, Job, JobEvent, JobStatus, utcnow
+from jobs_api.models import STATUS_INFO, Base, Conversion, InputFile, Job, JobEvent, JobStatus, utcnow
 
 # Plain inserts into EVENTS get the model's column defaults too (the event's id and created_at).
 JOBS, EVENTS = cast(Table, Job.__table__), cast(Table, JobEvent.__table__)
+CONVERSIONS, INPUTS = cast(Table, Conversion.__table__), cast(Table, InputFile.__table__)
 ADD_EVENT = insert(EVENTS)  # built once: its cache key is then computed once too
+ADD_JOB, ADD_CONVERSIONS, ADD_INPUTS = insert(JOBS), insert(CONVERSIONS), insert(INPUTS)
 
 # A status change's UPDATE, built once per shape with the values as parameters (each column's
 # is `new_<column>`, each allowed status `allowed_<n>`): building the statements for each change
@@ -59,12 +61,42 @@ def transition(
     return True
 
 
-def record_start(session: Session, job_id: str, statuses: list[JobStatus]) -> None:
-    """A new job's history: the statuses it went through before it was first stored (the job's
-    row is written first); the caller commits."""
-    session.flush()
+def store_new(session: Session, job: Job, statuses: list[JobStatus]) -> None:
+    """INSERT a new job (not yet in the session), its conversions and inputs, and its history:
+    the statuses it went through before it was first stored. The objects then belong to the
+    session as stored rows; the caller commits.
+
+    Plain INSERTs of the objects' values, not the ORM's flush: its unit of work for a job
+    and a conversion cost more than the rest of a POST /v2/jobs (1.7-2.0 ms against 0.7 ms
+    for the same rows this way, commit included)."""
+    parts: list[Conversion | InputFile] = [*job.conversions, *job.inputs]
+    for part in parts:
+        part.job_id = job.id  # the ORM sets it only in a flush
+    session.execute(ADD_JOB, _row(job))
+    if job.conversions:
+        session.execute(ADD_CONVERSIONS, [_row(item) for item in job.conversions])
+    if job.inputs:
+        session.execute(ADD_INPUTS, [_row(item) for item in job.inputs])
     session.execute(ADD_EVENT, [
-        {"job_id": job_id, "status": status.value, "info": STATUS_INFO[status]} for status in statuses])
+        {"job_id": job.id, "status": status.value, "info": STATUS_INFO[status]} for status in statuses])
+    for item in (job, *parts):
+        make_transient_to_detached(item)  # as if just read: every column is set, so none reloads
+    session.add(job)  # and its conversions and inputs, by cascade
+
+
+def _row(item: Base) -> dict[str, Any]:
+    """A new object's row, keyed by column. An unset column gets its Python-side default (or
+    None) on the object too, as the ORM's INSERT would have given it: a stored object missing
+    one would read the row again when it is used."""
+    row = {}
+    for attribute in item.__mapper__.column_attrs:
+        column = attribute.columns[0]
+        if attribute.key not in item.__dict__:
+            default: Any = column.default
+            setattr(item, attribute.key, None if default is None else default.arg(None) if default.is_callable
+                    else default.arg)
+        row[column.key] = item.__dict__[attribute.key]
+    return row
 
 
 def record_note(session: Session, job_id: str, info: str, status: str | None = None) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import create_key, run_worker
+from sqlalchemy import event
 
 from workers.queue import queue_for
 
@@ -135,6 +136,32 @@ def test_a_complete_job_is_created_queued_and_enqueued(client: Any, headers: dic
     assert f"process-{job['id']}" in queue_for(config).get_job_ids()
     run_worker(config)
     assert client.get(f"/v2/jobs/{job['id']}", headers=headers).get_json()["status"]["code"] == "completed"
+
+
+def test_a_new_job_is_stored_as_answered_and_not_read_back(client: Any, app: Any, headers: dict[str, str]) -> None:
+    statements: list[str] = []
+    engine = app.extensions["jobs_api"]["sessions"].kw["bind"]
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(" ".join(statement.split()[:3]))
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        job = create(client, headers, process=False, callback="https://example.com/hook",
+                     conversion=[FLAC, {"target": "mp3", "options": {"frequency": 22050}, "metadata": {"title": "t"}}],
+                     input=[{"type": "remote", "source": "https://example.com/a.wav", "filename": "a.wav"}])
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    # Once the rows are written, the answer is made from the objects as stored, without a query.
+    stored_from = next(n for n, statement in enumerate(statements) if statement.startswith("INSERT"))
+    assert [s.split()[2] for s in statements[stored_from:]] == ["jobs", "conversions", "inputs", "job_events"]
+    stored = client.get(f"/v2/jobs/{job['id']}", headers=headers).get_json()
+    assert stored == job
+    assert [item["options"]["frequency"] for item in stored["conversion"]] == [None, 22050]
+    assert stored["conversion"][1]["metadata"] == {"title": "t"}
+    assert stored["input"][0]["filename"] == "a.wav" and stored["status"]["code"] == "ready"
+    history = client.get(f"/v2/jobs/{job['id']}/history", headers=headers).get_json()
+    assert [item["status"] for item in history] == ["ready"]
 
 
 def test_delete_cancels_and_job_stays_readable(client: Any, headers: dict[str, str]) -> None:
