@@ -25,7 +25,7 @@ def iso(moment: datetime | None) -> str | None:
 
 def job_json(job: Job, config: Config) -> dict[str, Any]:
     # A job polled while it waits or downloads is not read again for outputs it cannot have
-    # (the query cost a third of a GET /v2/jobs/{id}).
+    # (the query was a fifth of a GET /v2/jobs/{id} in process).
     outputs = [] if job.status in BEFORE_OUTPUTS else job.outputs
     return {
         "id": job.id,

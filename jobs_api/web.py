@@ -63,7 +63,7 @@ def _header(names: tuple[str, ...]) -> str | None:
 
 
 # Built once, and its two columns read as a plain row: building the statement and making an
-# ApiKey object of the row cost more than running the query (0.34 -> 0.2 ms a request).
+# ApiKey object of the row cost more than running the query (0.34 -> 0.23 ms a request).
 KEY_BY_HASH = select(ApiKey.id, ApiKey.revoked_at).where(ApiKey.key_hash == bindparam("key_hash"))
 
 
