@@ -7,8 +7,10 @@ one edit here (plus, for a new option, its effect in `workers/ffmpeg.py`).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
+from types import MappingProxyType
 from typing import Any
 
 from jobs_api.errors import RequestInvalid
@@ -120,9 +122,10 @@ class Target:
     def codec_named(self, name: str | None) -> Codec:
         return next((codec for codec in self.codecs if codec.name == name), self.codec)
 
-    @property
-    def options(self) -> dict[str, Option]:
-        return {option.name: option for option in _options_for(self)}
+    @cached_property
+    def options(self) -> Mapping[str, Option]:
+        """Built once per target: every job's JSON lists them (a tenth of a GET /v2/jobs/{id})."""
+        return MappingProxyType({option.name: option for option in _options_for(self)})
 
 
 ANY_RATE = FREQUENCIES

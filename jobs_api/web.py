@@ -18,7 +18,7 @@ from webargs.flaskparser import FlaskParser
 from werkzeug.datastructures import FileStorage
 
 from jobs_api.config import Config
-from jobs_api.errors import NotAuthenticated, RequestInvalid
+from jobs_api.errors import NotAuthenticated, NotFound, RequestInvalid
 from jobs_api.jobs import JobService
 from jobs_api.models import ApiKey, Job
 from jobs_api.security import hash_secret
@@ -80,9 +80,13 @@ def api_key_id(key: str | None = None) -> str:
 
 def load_job(job_id: str, *, token_ok: bool = True) -> Job:
     """The job if the caller may see it: by its owner's key, or by its own token."""
-    token = _header(TOKEN_HEADERS)
-    if _header(KEY_HEADERS) or not token or not token_ok:
-        return service().for_key(api_key_id(), job_id)
+    key, token = _header(KEY_HEADERS), _header(TOKEN_HEADERS)
+    if key or not token or not token_ok:
+        job = service().for_key(hash_secret(key), job_id) if key else None
+        if job is None:
+            api_key_id(key)  # 401 unless the key is valid and unrevoked
+            raise NotFound("Job not found.")
+        return job
     return service().for_token(token, job_id)
 
 

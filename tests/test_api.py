@@ -57,10 +57,14 @@ def test_job_token_grants_that_job_only(client: Any, headers: dict[str, str]) ->
 def test_revoked_key_is_refused(client: Any, config: Any) -> None:
     from jobs_api.cli import main
 
-    key = create_key(config, "to-revoke")
-    assert client.get("/v2/jobs", headers={"X-Oc-Api-Key": key}).status_code == 200
+    key = {"X-Oc-Api-Key": create_key(config, "to-revoke")}
+    job = create(client, key, process=False, conversion=[FLAC])
+    assert client.get("/v2/jobs", headers=key).status_code == 200
     assert main(["keys", "revoke", "to-revoke"]) == 0
-    assert client.get("/v2/jobs", headers={"X-Oc-Api-Key": key}).status_code == 401
+    assert client.get("/v2/jobs", headers=key).status_code == 401
+    # Its own job, read by the query that checks the key too.
+    assert client.get(f"/v2/jobs/{job['id']}", headers=key).status_code == 401
+    assert client.get(f"/v2/jobs/{job['id']}", headers={"X-Oc-Api-Key": "nope"}).status_code == 401
 
 
 # Jobs --------------------------------------------------------------------------------
