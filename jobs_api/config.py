@@ -67,7 +67,8 @@ class Config:
             database_url=os.environ.get("DATABASE_URL", defaults.database_url),
             redis_url=os.environ.get("REDIS_URL", defaults.redis_url),
             storage_dir=Path(os.environ.get("STORAGE_DIR", str(defaults.storage_dir))),
-            public_url=os.environ.get("PUBLIC_URL", defaults.public_url).rstrip("/"),
+            # Unset, it follows PORT: changing the port alone keeps job.server and download links right.
+            public_url=os.environ.get("PUBLIC_URL", f"http://127.0.0.1:{os.environ.get('PORT') or 8000}").rstrip("/"),
             outbound_allow=_env_list("OUTBOUND_ALLOW"),
             queue_name=os.environ.get("QUEUE_NAME", defaults.queue_name),
             webhook_secret=os.environ.get("WEBHOOK_SECRET", defaults.webhook_secret),

@@ -1,5 +1,6 @@
-"""Job status changes. Each one is a conditional UPDATE, so the API (cancel) and the
-worker (progress, completion) cannot overwrite each other, and each lands in history."""
+"""A job's life in the database: storing a new job with its history (`store_new`), and its
+status changes. Each change is a conditional UPDATE, so the API (cancel) and the worker
+(progress, completion) cannot overwrite each other, and each lands in history."""
 from __future__ import annotations
 
 from collections.abc import Iterable

@@ -5,6 +5,7 @@ import base64
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import create_key, run_worker
 from sqlalchemy import event
 
@@ -65,6 +66,16 @@ def test_revoked_key_is_refused(client: Any, config: Any) -> None:
     # Its own job, read by the query that checks the key too.
     assert client.get(f"/v2/jobs/{job['id']}", headers=key).status_code == 401
     assert client.get(f"/v2/jobs/{job['id']}", headers={"X-Oc-Api-Key": "nope"}).status_code == 401
+
+
+def test_public_url_follows_port_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    from jobs_api.config import Config
+
+    monkeypatch.delenv("PUBLIC_URL", raising=False)
+    monkeypatch.setenv("PORT", "8123")
+    assert Config.from_env().server_url == "http://127.0.0.1:8123/v2/dl"
+    monkeypatch.setenv("PUBLIC_URL", "https://audio.example/")
+    assert Config.from_env().server_url == "https://audio.example/v2/dl"
 
 
 # Jobs --------------------------------------------------------------------------------
