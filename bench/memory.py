@@ -169,8 +169,7 @@ def main() -> None:
         ("worker process", "peak RSS MB", small_worker / MB, big_worker / MB, "the 5 s clip",
          big_worker / small_worker, "no growth"),
         ("its ffmpeg", "peak RSS MB", small_ffmpeg / MB or "ended unread", big_ffmpeg / MB,
-         f"raw ffmpeg {raw / MB:.1f} MB",
-         big_ffmpeg / raw, "no growth"),
+         f"raw ffmpeg {raw / MB:.1f} MB", big_ffmpeg / raw, "no growth"),
     ]
     report("Memory: 2 GB through the API and the worker",
            ("process", "measure", "5 s clip", f"{size_mb:.0f} MB file", "baseline", "ratio", "goal"), rows,
