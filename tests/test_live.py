@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import pytest
 import requests
 from api2convert import Api2Convert
 from api2convert.errors import AuthenticationError
-from conftest import LiveService, create_key, loudness, make_audio, probe, wait_for_job
+from conftest import LiveService, create_key, loudness, make_audio, probe, service_env, wait_for_job
 
 
 @pytest.fixture()
@@ -211,6 +212,16 @@ def test_delete_stops_a_running_conversion_within_two_seconds(
     assert final["status"]["code"] == "canceled" and final["output"] == []
     assert final["input"][0]["checksum"]  # the row stays, its file does not:
     assert not any(path.stat().st_size == source.stat().st_size for path in (storage / "inputs").iterdir())
+
+
+def test_the_served_app_runs_with_a_short_gil_switch_interval_and_frozen_imports(config: Any) -> None:
+    """What jobs_api.wsgi sets before gunicorn forks (bench/api_load.py measured both)."""
+    check = ("import gc, sys, jobs_api.wsgi; "
+             "print(sys.getswitchinterval(), gc.get_freeze_count())")
+    shown = subprocess.run([sys.executable, "-c", check], env={**os.environ, **service_env(config)},
+                           check=True, capture_output=True, text=True).stdout.split()
+    assert float(shown[0]) == 0.001
+    assert int(shown[1]) > 10000  # the app's modules and objects, out of the collector's sight
 
 
 def test_errors_over_http_carry_no_internals(live: LiveService) -> None:
