@@ -6,7 +6,7 @@ run:            ## set up and run the service on port 8000 (SQLite, ./var, local
 test:           ## run the tests (TEST_DATABASE_URL=postgresql+psycopg://... for PostgreSQL)
 	./scripts/test.sh
 lint:           ## ruff and mypy
-	.venv/bin/ruff check jobs_api workers tests migrations bench && .venv/bin/mypy jobs_api workers
+	.venv/bin/ruff check jobs_api workers tests migrations bench && .venv/bin/mypy jobs_api workers bench
 openapi:        ## regenerate openapi.yaml from the code
 	.venv/bin/flask --app jobs_api.wsgi openapi write --format yaml openapi.yaml
 bench:          ## benchmarks against raw ffmpeg; tables appended to bench/RESULTS.md

@@ -198,8 +198,8 @@ def main() -> None:
                 "GET": (f"{running.url}/v2/jobs/{job['id']}", None),
                 "POST": (f"{running.url}/v2/jobs", '{"conversion": [{"target": "mp3"}]}'),
             }
-            saturated = [("a constant WSGI app", floor[0], "-"),
-                         ("Flask, one SQLAlchemy read from SQLite", least, "-")]
+            saturated: list[tuple[str, dict[str, float], object]] = [
+                ("a constant WSGI app", floor[0], "-"), ("Flask, one SQLAlchemy read from SQLite", least, "-")]
             for method, (url, body) in loads.items():
                 for pause in PAUSES_MS:
                     ours = load(url, folder, method, body, pause, seconds, running.key)

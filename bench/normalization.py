@@ -38,6 +38,7 @@ def ours(source: Path, out: Path, plan: ffmpeg.Plan, limits: ffmpeg.Limits) -> t
 
 
 def ffmpeg_normalize(source: Path, out: Path, bitrate: str) -> float:
+    assert FFMPEG_NORMALIZE is not None  # main() stops first without it
     command = [FFMPEG_NORMALIZE, str(source), "-o", str(out), "-f", "-q",
                "-nt", "ebu", "-t", str(TARGET), "-tp", str(TRUE_PEAK), "-lrt", str(LRA),
                "-c:a", "aac", "-b:a", bitrate, "-ar", "44100"]
