@@ -9,6 +9,7 @@ import pytest
 from conftest import create_key, run_worker
 from sqlalchemy import event
 
+from jobs_api import web
 from workers.queue import queue_for
 
 FLAC = {"target": "flac"}
@@ -177,6 +178,35 @@ def test_a_new_job_is_stored_as_answered_and_not_read_back(client: Any, app: Any
     assert stored["input"][0]["filename"] == "a.wav" and stored["status"]["code"] == "ready"
     history = client.get(f"/v2/jobs/{job['id']}/history", headers=headers).get_json()
     assert [item["status"] for item in history] == ["ready"]
+
+
+def test_a_keys_limits_and_list_read_only_the_rows_they_need(client: Any, app: Any, headers: dict[str, str]) -> None:
+    """The rate and concurrency checks of a POST, and the job list, go through the two-column
+    indexes (migrations/versions/0005): on the key's index alone they read, and sorted, every
+    job the key ever made (a POST took 22 ms for a key with 100,000 jobs)."""
+    engine = app.extensions["jobs_api"]["sessions"].kw["bind"]
+    if engine.dialect.name != "sqlite":
+        pytest.skip("reads SQLite's query plans")
+    statements: list[tuple[str, Any]] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_args: Any) -> None:
+        if "FROM jobs" in statement and "jobs.api_key_id = ?" in statement and "JOIN" not in statement:
+            statements.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        create(client, headers, process=False, conversion=[FLAC])
+        with app.test_request_context(headers=headers):  # what a job that starts asks first
+            web.service().require_slot(web.api_key_id())
+        assert client.get("/v2/jobs", headers=headers).status_code == 200
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    with engine.connect() as connection:
+        plans = [" ".join(str(row[3]) for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", parameters))
+                 for sql, parameters in statements]
+    assert len(plans) == 4  # the rate and the concurrency check, the list's count and its page
+    for plan in plans:  # the list sorts only jobs made in the same microsecond by id
+        assert "ix_jobs_api_key_id_" in plan and "TEMP B-TREE FOR ORDER BY" not in plan, plan
 
 
 def test_delete_cancels_and_job_stays_readable(client: Any, headers: dict[str, str]) -> None:
