@@ -10,6 +10,6 @@ lint:           ## ruff and mypy
 openapi:        ## regenerate openapi.yaml from the code
 	.venv/bin/flask --app jobs_api.wsgi openapi write --format yaml openapi.yaml
 bench:          ## benchmarks against raw ffmpeg; tables appended to bench/RESULTS.md
-	for script in small_file throughput large_file normalization api_load memory; do .venv/bin/python bench/$$script.py || exit 1; done
+	for script in small_file throughput large_file normalization api_load memory many_jobs; do .venv/bin/python bench/$$script.py || exit 1; done
 docker:         ## build the image
 	docker build -t jobs-api .

@@ -43,6 +43,7 @@ class Service:
     key: str
     root: Path
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    database_url: str = ""
 
     def finished_job(self, http: requests.Session, job_id: str, every: float) -> dict[str, Any]:
         """Poll the job every `every` seconds until it completed; RuntimeError if it failed."""
@@ -148,7 +149,7 @@ def service(workers: int | None = None, env: dict[str, str] | None = None) -> It
     for _ in range((os.cpu_count() or 1) if workers is None else workers):
         processes.append(subprocess.Popen([*cli, "worker"], env=full_env, stdout=logs, stderr=subprocess.STDOUT,
                                           start_new_session=True))
-    running = Service(f"http://127.0.0.1:{port}", key, root, processes)
+    running = Service(f"http://127.0.0.1:{port}", key, root, processes, settings["DATABASE_URL"])
     try:
         wait_for_port(port)
         wait_for_app(running)

@@ -11,7 +11,8 @@ import pytest
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
-@pytest.mark.parametrize("script", ["large_file", "small_file", "throughput", "api_load", "memory", "normalization"])
+@pytest.mark.parametrize("script", ["large_file", "small_file", "throughput", "api_load", "memory", "normalization",
+                                    "many_jobs"])
 def test_benchmark_runs_on_a_tiny_input(script: str, tmp_path: Path) -> None:
     results = tmp_path / "results.md"
     finished = subprocess.run([sys.executable, str(BENCH / f"{script}.py"), "--tiny", "--results", str(results)],
