@@ -38,12 +38,10 @@ def add_jobs(running: Service, count: int) -> None:
         with engine.begin() as connection:
             key_id = connection.scalar(select(ApiKey.id).where(ApiKey.key_hash == hash_secret(running.key)))
             now = utcnow()
+            # The other columns get the model's defaults, as in any plain insert of it.
             connection.execute(insert(Job), [
-                {"id": new_id(), "api_key_id": key_id, "token": new_id(), "status": JobStatus.COMPLETED.value,
-                 "process": True, "fail_on_input_error": True, "fail_on_conversion_error": True,
-                 "notify_status": False, "dialect": "v2", "download_passwords": [], "errors": [], "warnings": [],
-                 "created_at": now - timedelta(days=30 * n / count), "modified_at": now}
-                for n in range(count)])
+                {"api_key_id": key_id, "token": new_id(), "status": JobStatus.COMPLETED.value,
+                 "created_at": now - timedelta(days=30 * n / count)} for n in range(count)])
     finally:
         engine.dispose()
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -154,23 +156,34 @@ def test_a_complete_job_is_created_queued_and_enqueued(client: Any, headers: dic
     assert client.get(f"/v2/jobs/{job['id']}", headers=headers).get_json()["status"]["code"] == "completed"
 
 
-def test_a_new_job_is_stored_as_answered_and_not_read_back(client: Any, app: Any, headers: dict[str, str]) -> None:
-    statements: list[str] = []
-    engine = app.extensions["jobs_api"]["sessions"].kw["bind"]
+def engine_of(app: Any) -> Any:
+    return app.extensions["jobs_api"]["sessions"].kw["bind"]
 
-    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        statements.append(" ".join(statement.split()[:3]))
+
+@contextmanager
+def executed(engine: Any) -> Iterator[list[tuple[str, Any]]]:
+    """The SQL statements, with their parameters, the engine runs meanwhile."""
+    statements: list[tuple[str, Any]] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_args: Any) -> None:
+        statements.append((statement, parameters))
 
     event.listen(engine, "before_cursor_execute", seen)
     try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+
+
+def test_a_new_job_is_stored_as_answered_and_not_read_back(client: Any, app: Any, headers: dict[str, str]) -> None:
+    with executed(engine_of(app)) as statements:
         job = create(client, headers, process=False, callback="https://example.com/hook",
                      conversion=[FLAC, {"target": "mp3", "options": {"frequency": 22050}, "metadata": {"title": "t"}}],
                      input=[{"type": "remote", "source": "https://example.com/a.wav", "filename": "a.wav"}])
-    finally:
-        event.remove(engine, "before_cursor_execute", seen)
     # Once the rows are written, the answer is made from the objects as stored, without a query.
-    stored_from = next(n for n, statement in enumerate(statements) if statement.startswith("INSERT"))
-    assert [s.split()[2] for s in statements[stored_from:]] == ["jobs", "conversions", "inputs", "job_events"]
+    words = [statement.split()[:3] for statement, _parameters in statements]
+    stored_from = next(n for n, first in enumerate(words) if first[0] == "INSERT")
+    assert [first[2] for first in words[stored_from:]] == ["jobs", "conversions", "inputs", "job_events"]
     stored = client.get(f"/v2/jobs/{job['id']}", headers=headers).get_json()
     assert stored == job
     assert [item["options"]["frequency"] for item in stored["conversion"]] == [None, 22050]
@@ -184,26 +197,19 @@ def test_a_keys_limits_and_list_read_only_the_rows_they_need(client: Any, app: A
     """The rate and concurrency checks of a POST, and the job list, go through the two-column
     indexes (migrations/versions/0005): on the key's index alone they read, and sorted, every
     job the key ever made (a POST took 22 ms for a key with 100,000 jobs)."""
-    engine = app.extensions["jobs_api"]["sessions"].kw["bind"]
+    engine = engine_of(app)
     if engine.dialect.name != "sqlite":
         pytest.skip("reads SQLite's query plans")
-    statements: list[tuple[str, Any]] = []
-
-    def seen(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_args: Any) -> None:
-        if "FROM jobs" in statement and "jobs.api_key_id = ?" in statement and "JOIN" not in statement:
-            statements.append((statement, parameters))
-
-    event.listen(engine, "before_cursor_execute", seen)
-    try:
+    with executed(engine) as statements:
         create(client, headers, process=False, conversion=[FLAC])
         with app.test_request_context(headers=headers):  # what a job that starts asks first
             web.service().require_slot(web.api_key_id())
         assert client.get("/v2/jobs", headers=headers).status_code == 200
-    finally:
-        event.remove(engine, "before_cursor_execute", seen)
+    by_key = [(sql, parameters) for sql, parameters in statements
+              if "FROM jobs" in sql and "jobs.api_key_id = ?" in sql and "JOIN" not in sql]
     with engine.connect() as connection:
         plans = [" ".join(str(row[3]) for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", parameters))
-                 for sql, parameters in statements]
+                 for sql, parameters in by_key]
     assert len(plans) == 4  # the rate and the concurrency check, the list's count and its page
     for plan in plans:  # the list sorts only jobs made in the same microsecond by id
         assert "ix_jobs_api_key_id_" in plan and "TEMP B-TREE FOR ORDER BY" not in plan, plan
