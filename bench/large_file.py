@@ -62,9 +62,8 @@ def worker_passes(source: Path, out: Path, plan: ffmpeg.Plan, limits: ffmpeg.Lim
     if plan.normalization is not None:
         levels, frames = measure_input(source, plan, ("ebu",), deadline_seconds=3600)
         gain = ffmpeg.gain_filters(plan.normalization, levels, plan, frames=frames)
-        if worth_a_pilot(plan, gain, frames):
-            correction = pilot_correction(source, out.with_name(f"{out.stem}.pilot"), plan, gain, levels, frames,
-                                          limits, deadline_seconds=3600)
+        if worth_a_pilot(plan, frames):
+            correction = pilot_correction(source, out, plan, gain, levels, frames, limits, deadline_seconds=3600)
             gain = ffmpeg.gain_filters(plan.normalization, levels, plan, correction, frames)
         envelope = loudness.write_envelope(out.with_name(f"{out.stem}.gain.f32"), gain.curve) if gain.curve else None
         plan, method = replace(plan, filters=gain.filters, envelope=envelope), gain.method

@@ -216,16 +216,18 @@ def test_a_long_input_is_measured_in_halves_side_by_side(client: Any, config: An
     assert abs(measured["integrated"] - (-18)) <= 0.5 and measured["lra"] <= 7.0, (measured, reported)
 
 
-def test_a_lossy_encode_makes_up_the_loudness_its_encoder_takes(client: Any, config: Any, headers: dict[str, str],
-                                                                 audio_dir: Path, tmp_path: Path) -> None:
-    """AAC takes about 0.3 LU from pink noise: encoded once with the gain alone, this lands
-    at -16.3. A pilot of 20 s from its middle tells the gain how much to make up."""
+@pytest.mark.parametrize("swing, method", [("", "linear"), (",volume='0.5+0.4*sin(2*PI*t/7)':eval=frame", "dynamic")])
+def test_a_lossy_encode_makes_up_the_loudness_its_encoder_takes(
+        swing: str, method: str, client: Any, config: Any, headers: dict[str, str], audio_dir: Path,
+        tmp_path: Path) -> None:
+    """AAC takes about 0.3 LU from pink noise: encoded once with the gain alone, this lands at
+    -16.3. A pilot of 20 s from the middle tells the gain how much to make up."""
     assert 70.0 >= ffmpeg.SPLIT_SECONDS
-    noise = make_audio(audio_dir / "pink-70s.wav", seconds=70.0,
-                       source="anoisesrc=color=pink:duration=70:amplitude=0.3:sample_rate=44100:seed=3")
+    noise = make_audio(audio_dir / f"pink-70s-{method}.wav", seconds=70.0,
+                       source=f"anoisesrc=color=pink:duration=70:amplitude=0.3:sample_rate=44100:seed=3{swing}")
     options = {"normalize_target_level_ebu": -16, "normalize_true_peak_ebu": -1.5}
     measured, reported = normalized(client, config, headers, noise, "aac", options, tmp_path)
-    assert reported["method"] == "linear" and reported["encodes"] == 1, reported
+    assert reported["method"] == method and reported["encodes"] == 1, reported
     assert measured["integrated"] == pytest.approx(-16, abs=0.1), (measured, reported)
 
 

@@ -385,7 +385,6 @@ class Gain:
     filters: tuple[str, ...]  # applied after the curve, if there is one
     method: str  # linear, limited or dynamic
     curve: tuple[float, ...] = ()  # dB per 100 ms (dynamic): loudness.write_envelope
-    db: float = 0.0  # the gain of a linear or limited one
 
 
 def gain_filters(
@@ -411,18 +410,17 @@ def gain_filters(
             limiter = _limiter(norm.true_peak - TRUE_PEAK_MARGIN, plan.sample_rate) if over else ()
             return Gain(limiter, "dynamic", tuple(curve))
         if peak_after <= norm.true_peak:
-            return Gain((_volume(gain),), "linear", db=gain)
+            return Gain((_volume(gain),), "linear")
         # Transients over the limit: our own oversampled limiter. loudnorm's dynamic mode
         # misses the target by several LU on such material (measured: -22.5 for -16).
-        return Gain((_volume(gain), *_limiter(norm.true_peak - TRUE_PEAK_MARGIN, plan.sample_rate)), "limited",
-                    db=gain)
+        return Gain((_volume(gain), *_limiter(norm.true_peak - TRUE_PEAK_MARGIN, plan.sample_rate)), "limited")
     measured = levels.rms if norm.kind == "rms" else levels.peak
     if measured is None or measured <= SILENT - 20:
         raise NotMeasurable("the input is silent")
     gain = target - measured
     if norm.kind == "rms" and (levels.peak or 0.0) + gain > RMS_CEILING:
-        return Gain((_volume(gain), *_limiter(RMS_CEILING, plan.sample_rate)), "limited", db=gain)
-    return Gain((_volume(gain),), "linear", db=gain)
+        return Gain((_volume(gain), *_limiter(RMS_CEILING, plan.sample_rate)), "limited")
+    return Gain((_volume(gain),), "linear")
 
 
 def _volume(gain_db: float) -> str:

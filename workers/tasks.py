@@ -535,10 +535,10 @@ def _encode_normalized(
         _encode(ctx, job, source, partial, plan, progress)
         return None
     correction = 0.0
-    if worth_a_pilot(plan, gain, frames):
+    if worth_a_pilot(plan, frames):
         with _ffmpeg_problems(ctx, job):
-            correction = pilot_correction(source, partial.with_name(f"{partial.stem}.pilot"), plan, gain, before,
-                                          frames, ctx.limits, deadline_seconds=ctx.config.ffmpeg_timeout_seconds,
+            correction = pilot_correction(source, partial, plan, gain, before, frames, ctx.limits,
+                                          deadline_seconds=ctx.config.ffmpeg_timeout_seconds,
                                           should_stop=progress.should_stop)
         gain = ffmpeg.gain_filters(norm, before, plan, correction, frames)
     for attempt in range(1, MAX_ENCODES + 1):
@@ -562,48 +562,57 @@ def _encode_normalized(
             **{name: value for name, value in measured.items() if value is not None}}
 
 
-# A lossy encoder takes some loudness, which a linear gain aimed at the target then misses
-# by: AAC at 192 kbit/s took 0.3 LU from 10 minutes of pink noise, ffmpeg-normalize's result
-# 0.2. So before a lossy encode of a minute or more, PILOT_SECONDS from its middle are
-# encoded with the gain and measured, and the gain makes up what they lost (0.7 s on
-# 10 minutes here, where a second encode of the whole takes 6-9 s). The result is measured
-# anyway, and encoded again if it still misses (CORRECT_BEYOND).
+# A lossy encoder takes some loudness, which a gain aimed at the target then misses by: AAC at
+# 192 kbit/s took 0.3 LU from 10 minutes of pink noise, where ffmpeg-normalize's result was 0.2
+# off. So before a lossy encode of a minute or more, PILOT_SECONDS from its middle are encoded
+# with the gain twice side by side, as planned and as 32-bit PCM, and both measured; the gain
+# makes up the difference (0.5 s on 10 minutes here, where a second encode of the whole takes
+# 6-9 s). The result is measured anyway, and encoded again if it still misses (CORRECT_BEYOND).
 PILOT_SECONDS = 20
 PILOT_MAX_LOSS = 1.0  # LU: a pilot that measured more is not trusted for the whole
 
 
-def worth_a_pilot(plan: ffmpeg.Plan, gain: ffmpeg.Gain, frames: loudness.Frames) -> bool:
-    """A linear EBU gain (with the input's 100 ms reports) before a lossy encode of a minute or more."""
-    return (gain.method == "linear" and plan.normalization is not None and plan.normalization.kind == "ebu"
-            and len(frames) > 0 and not plan.target.lossless and plan.duration >= ffmpeg.SPLIT_SECONDS)
+def worth_a_pilot(plan: ffmpeg.Plan, frames: loudness.Frames) -> bool:
+    """An EBU gain (from the input's 100 ms reports) before a lossy encode of a minute or more."""
+    return (plan.normalization is not None and plan.normalization.kind == "ebu" and len(frames) > 0
+            and not plan.target.lossless and plan.duration >= ffmpeg.SPLIT_SECONDS)
 
 
-def pilot_correction(source: Path, pilot: Path, plan: ffmpeg.Plan, gain: ffmpeg.Gain, levels: ffmpeg.Levels,
+def pilot_correction(source: Path, work: Path, plan: ffmpeg.Plan, gain: ffmpeg.Gain, levels: ffmpeg.Levels,
                      frames: loudness.Frames, limits: ffmpeg.Limits, *, deadline_seconds: float,
                      should_stop: Callable[[], bool] | None = None) -> float:
-    """The dB to add to the target so that an encode with the linear `gain` lands on it: the
-    loudness that encoding PILOT_SECONDS from the middle took, and what rounding the input's
-    loudness (`levels`, to 0.1 LU) left out of the gain; 0 if the pilot says nothing trustworthy.
-    `frames` are the input's 100 ms reports: the pilot's own are compared with the same blocks
-    of them, the first three (not yet a whole 400 ms block) left out on both sides."""
+    """The dB to add to the target so that an encode with `gain` lands on it: the loudness that
+    encoding PILOT_SECONDS from the middle took, and what rounding the input's loudness (`levels`,
+    to 0.1 LU) left out of the gain; 0 if the pilot says nothing trustworthy. `work` names the
+    pilot's files (removed afterwards); `frames` are the input's 100 ms reports."""
     offset = int(plan.duration / 2) - PILOT_SECONDS // 2
-    excerpt = replace(plan, start=(plan.start or 0.0) + offset, duration=PILOT_SECONDS, filters=gain.filters)
-    encoded = loudness.Frames()
-    try:
-        runner.run_for_log(ffmpeg.convert_args(source, pilot, excerpt, limits), deadline_seconds=deadline_seconds,
-                           should_stop=should_stop)
-        runner.run_for_log(ffmpeg.measure_args(pilot, ("ebu",), replace(excerpt, start=None, stream=0, filters=())),
-                           deadline_seconds=deadline_seconds, should_stop=should_stop, log_line=encoded.feed)
-    finally:
-        pilot.unlink(missing_ok=True)
     first = offset * loudness.FRAMES_PER_SECOND
-    count = min(len(encoded), PILOT_SECONDS * loudness.FRAMES_PER_SECOND, len(frames) - first)
-    planned = loudness.integrated_of(frames.momentary[first + loudness.BLOCK - 1:first + count])
-    reached = loudness.integrated_of(encoded.momentary[loudness.BLOCK - 1:count])
+    files = {name: work.with_name(f"{work.name}.pilot-{name}") for name in ("lossy", "pcm", "gain")}
+    envelope = loudness.write_envelope(files["gain"], gain.curve[first:]) if gain.curve else None
+    excerpt = replace(plan, start=(plan.start or 0.0) + offset, duration=PILOT_SECONDS, filters=gain.filters,
+                      envelope=envelope)
+    pcm = replace(excerpt, codec="pcm_f32le", sample_fmt=None, bitrate_k=None, codec_args=(), tags=(),
+                  target=catalog.TARGETS["wav"])
+    measured = [loudness.Frames(), loudness.Frames()]
+    try:
+        runner.run_side_by_side(
+            [ffmpeg.convert_args(source, files["lossy"], excerpt, limits),
+             ffmpeg.convert_args(source, files["pcm"], pcm, limits)],
+            deadline_seconds=deadline_seconds, should_stop=should_stop, log_lines=[lambda _line: None] * 2)
+        whole_excerpt = replace(excerpt, start=None, stream=0, filters=(), envelope=None)
+        runner.run_side_by_side(
+            [ffmpeg.measure_args(files[name], ("ebu",), whole_excerpt) for name in ("lossy", "pcm")],
+            deadline_seconds=deadline_seconds, should_stop=should_stop, log_lines=[part.feed for part in measured])
+    finally:
+        for path in files.values():
+            path.unlink(missing_ok=True)
+    count = min(len(part) for part in measured)
+    # the first three reports are not yet a whole 400 ms block
+    reached, planned = (loudness.integrated_of(part.momentary[loudness.BLOCK - 1:count]) for part in measured)
     whole = loudness.integrated_of(frames.momentary)
     if planned is None or reached is None or whole is None or levels.integrated is None:
         return 0.0
-    loss = planned + gain.db - reached
+    loss = planned - reached
     return loss + levels.integrated - whole if abs(loss) <= PILOT_MAX_LOSS else 0.0
 
 
