@@ -21,7 +21,7 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import Callbacks, Service, make_audio, median, parser, report, service, timed, worker_plan  # noqa: E402
 from workers import ffmpeg, loudness, runner  # noqa: E402
-from workers.tasks import measure_input, pilot_correction, worth_a_pilot  # noqa: E402
+from workers.tasks import aimed_gain, measure_input  # noqa: E402
 
 CASES = {  # name: (target, options)
     "FLAC": ("flac", {}),
@@ -61,10 +61,7 @@ def worker_passes(source: Path, out: Path, plan: ffmpeg.Plan, limits: ffmpeg.Lim
     method = "none"
     if plan.normalization is not None:
         levels, frames = measure_input(source, plan, ("ebu",), deadline_seconds=3600)
-        gain = ffmpeg.gain_filters(plan.normalization, levels, plan, frames=frames)
-        if worth_a_pilot(plan, frames):
-            correction = pilot_correction(source, out, plan, gain, levels, frames, limits, deadline_seconds=3600)
-            gain = ffmpeg.gain_filters(plan.normalization, levels, plan, correction, frames)
+        gain, _correction = aimed_gain(source, out, plan, levels, frames, limits, deadline_seconds=3600)
         envelope = loudness.write_envelope(out.with_name(f"{out.stem}.gain.f32"), gain.curve) if gain.curve else None
         plan, method = replace(plan, filters=gain.filters, envelope=envelope), gain.method
     if measured:

@@ -529,18 +529,14 @@ def _encode_normalized(
         before, frames = measure_input(source, plan, meters, deadline_seconds=ctx.config.ffmpeg_timeout_seconds,
                                        should_stop=progress.should_stop)
     try:
-        gain = ffmpeg.gain_filters(norm, before, plan, frames=frames)
+        with _ffmpeg_problems(ctx, job):
+            gain, correction = aimed_gain(source, partial, plan, before, frames, ctx.limits,
+                                          deadline_seconds=ctx.config.ffmpeg_timeout_seconds,
+                                          should_stop=progress.should_stop)
     except ffmpeg.NotMeasurable as exc:
         notes.append(f"normalize skipped: {exc}.")
         _encode(ctx, job, source, partial, plan, progress)
         return None
-    correction = 0.0
-    if worth_a_pilot(plan, frames):
-        with _ffmpeg_problems(ctx, job):
-            correction = pilot_correction(source, partial, plan, gain, before, frames, ctx.limits,
-                                          deadline_seconds=ctx.config.ffmpeg_timeout_seconds,
-                                          should_stop=progress.should_stop)
-        gain = ffmpeg.gain_filters(norm, before, plan, correction, frames)
     for attempt in range(1, MAX_ENCODES + 1):
         envelope = None
         if gain.curve:
@@ -572,10 +568,20 @@ PILOT_SECONDS = 20
 PILOT_MAX_LOSS = 1.0  # LU: a pilot that measured more is not trusted for the whole
 
 
-def worth_a_pilot(plan: ffmpeg.Plan, frames: loudness.Frames) -> bool:
-    """An EBU gain (from the input's 100 ms reports) before a lossy encode of a minute or more."""
-    return (plan.normalization is not None and plan.normalization.kind == "ebu" and len(frames) > 0
-            and not plan.target.lossless and plan.duration >= ffmpeg.SPLIT_SECONDS)
+def aimed_gain(source: Path, work: Path, plan: ffmpeg.Plan, levels: ffmpeg.Levels, frames: loudness.Frames,
+               limits: ffmpeg.Limits, *, deadline_seconds: float,
+               should_stop: Callable[[], bool] | None = None) -> tuple[ffmpeg.Gain, float]:
+    """The gain that brings the measured input to the planned normalization's target, and the
+    correction (dB) it already holds: for an EBU gain (from the input's 100 ms reports) before a
+    lossy encode of a minute or more, the pilot's. ffmpeg.NotMeasurable for a silent input."""
+    norm = plan.normalization
+    assert norm is not None
+    gain = ffmpeg.gain_filters(norm, levels, plan, frames=frames)
+    if norm.kind != "ebu" or not frames or plan.target.lossless or plan.duration < ffmpeg.SPLIT_SECONDS:
+        return gain, 0.0
+    correction = pilot_correction(source, work, plan, gain, levels, frames, limits,
+                                  deadline_seconds=deadline_seconds, should_stop=should_stop)
+    return (ffmpeg.gain_filters(norm, levels, plan, correction, frames) if correction else gain), correction
 
 
 def pilot_correction(source: Path, work: Path, plan: ffmpeg.Plan, gain: ffmpeg.Gain, levels: ffmpeg.Levels,
