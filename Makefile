@@ -5,8 +5,8 @@ run:            ## set up and run the service on port 8000 (SQLite, ./var, local
 	./scripts/run.sh
 test:           ## run the tests (TEST_DATABASE_URL=postgresql+psycopg://... for PostgreSQL)
 	./scripts/test.sh
-lint:           ## ruff and mypy
-	.venv/bin/ruff check jobs_api workers tests migrations bench && .venv/bin/mypy jobs_api workers bench
+lint:           ## ruff, mypy and the import contracts (pyproject.toml)
+	.venv/bin/ruff check jobs_api workers tests migrations bench && .venv/bin/mypy jobs_api workers bench && .venv/bin/lint-imports
 openapi:        ## regenerate openapi.yaml from the code
 	.venv/bin/flask --app jobs_api.wsgi openapi write --format yaml openapi.yaml
 bench:          ## benchmarks against raw ffmpeg; tables appended to bench/RESULTS.md

@@ -42,8 +42,8 @@ from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import PYTHON, ROOT, free_port, parser, report, service, wait_for_port  # noqa: E402
-from jobs_api.app import tune_for_serving  # noqa: E402
 from jobs_api.cli import gunicorn_args  # noqa: E402
+from jobs_api.serving import tune_for_serving  # noqa: E402
 
 CLIENTS = 32
 GOALS_MS = {"GET": 20, "POST": 50}  # p99

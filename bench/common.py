@@ -30,7 +30,9 @@ import requests
 
 from jobs_api import catalog
 from jobs_api.config import Config
-from workers import ffmpeg, runner
+from workers.ffmpeg import runner
+from workers.ffmpeg.plan import Limits, Plan, plan_conversion
+from workers.ffmpeg.probe import parse_probe, probe_args
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "RESULTS.md"
@@ -214,11 +216,11 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
-def worker_plan(source: Path, target: str, options: dict[str, Any]) -> tuple[ffmpeg.Plan, ffmpeg.Limits]:
+def worker_plan(source: Path, target: str, options: dict[str, Any]) -> tuple[Plan, Limits]:
     """The plan the worker makes for this file, so the baseline runs the worker's own command."""
-    limits = ffmpeg.Limits.of(Config.from_env())
-    info = ffmpeg.parse_probe(runner.run(ffmpeg.probe_args(source), deadline_seconds=60))
-    return ffmpeg.plan_conversion(catalog.TARGETS[target], options, info, limits), limits
+    limits = Limits.of(Config.from_env())
+    info = parse_probe(runner.run(probe_args(source), deadline_seconds=60))
+    return plan_conversion(catalog.TARGETS[target], options, info, limits), limits
 
 
 def machine() -> str:

@@ -20,8 +20,12 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import Callbacks, Service, make_audio, median, parser, report, service, timed, worker_plan  # noqa: E402
-from workers import ffmpeg, loudness, runner  # noqa: E402
-from workers.tasks import aimed_gain, measure_input  # noqa: E402
+from workers import loudness  # noqa: E402
+from workers.ffmpeg import runner  # noqa: E402
+from workers.ffmpeg.commands import convert_args  # noqa: E402
+from workers.ffmpeg.meters import meter_args  # noqa: E402
+from workers.ffmpeg.plan import Limits, Plan  # noqa: E402
+from workers.normalization import Runs, aimed_gain, measure_input  # noqa: E402
 
 CASES = {  # name: (target, options)
     "FLAC": ("flac", {}),
@@ -55,20 +59,20 @@ def raw_ffmpeg(source: Path, target: str, options: dict[str, Any], out: Path) ->
     return time.perf_counter() - start
 
 
-def worker_passes(source: Path, out: Path, plan: ffmpeg.Plan, limits: ffmpeg.Limits, measured: bool = False) -> str:
+def worker_passes(source: Path, out: Path, plan: Plan, limits: Limits, measured: bool = False) -> str:
     """Measure (as the worker measures) and encode for normalization, or just encode; how the
     gain was applied. `measured`: the result is measured while it is encoded, as the worker does."""
     method = "none"
     if plan.normalization is not None:
-        levels, frames = measure_input(source, plan, ("ebu",), deadline_seconds=3600)
-        gain, _correction = aimed_gain(source, out, plan, levels, frames, limits, deadline_seconds=3600)
+        runs = Runs(limits, deadline_seconds=3600)
+        gain, _correction = aimed_gain(source, out, plan, measure_input(source, plan, ("ebu",), runs), runs)
         envelope = loudness.write_envelope(out.with_name(f"{out.stem}.gain.f32"), gain.curve) if gain.curve else None
         plan, method = replace(plan, filters=gain.filters, envelope=envelope), gain.method
     if measured:
-        runner.run_metered(lambda fd: ffmpeg.convert_args(source, out, plan, limits, copy_fd=fd),
-                           ffmpeg.meter_args(("ebu",)), deadline_seconds=3600)
+        runner.run_metered(lambda fd: convert_args(source, out, plan, limits, copy_fd=fd),
+                           meter_args(("ebu",)), deadline_seconds=3600)
     else:
-        timed(ffmpeg.convert_args(source, out, plan, limits))
+        timed(convert_args(source, out, plan, limits))
     return method
 
 

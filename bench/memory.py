@@ -23,7 +23,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import Service, generate, parser, report, service, worker_plan  # noqa: E402
-from workers import ffmpeg  # noqa: E402
+from workers.ffmpeg.commands import convert_args  # noqa: E402
 
 MB = 1024 * 1024
 BYTES_PER_SECOND = 44100 * 2 * 2  # 16-bit stereo
@@ -141,7 +141,7 @@ def download(running: Service, job: dict[str, Any]) -> int:
 def raw_ffmpeg_peak(source: Path, out: Path) -> int:
     """Peak RSS of raw ffmpeg running the worker's command, from GNU time's %M (KiB)."""
     plan, limits = worker_plan(source, "wav", {})
-    finished = subprocess.run(["/usr/bin/time", "-f", "%M", *ffmpeg.convert_args(source, out, plan, limits)],
+    finished = subprocess.run(["/usr/bin/time", "-f", "%M", *convert_args(source, out, plan, limits)],
                               check=True, capture_output=True, text=True)
     return int(finished.stderr.strip().splitlines()[-1]) * 1024
 

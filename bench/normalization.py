@@ -20,7 +20,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import Callbacks, make_audio, median, parser, report, service, worker_plan  # noqa: E402
 from bench.large_file import through_service, worker_passes  # noqa: E402
-from workers import ffmpeg, runner  # noqa: E402
+from workers.ffmpeg import runner  # noqa: E402
+from workers.ffmpeg.meters import Levels, measure_args, parse_levels  # noqa: E402
+from workers.ffmpeg.plan import Limits, Plan  # noqa: E402
 
 TARGET, TRUE_PEAK, LRA = -16.0, -1.5, 7.0
 # The one installed next to this Python (the dev dependency) before any other on PATH.
@@ -30,7 +32,7 @@ OPTIONS: dict[str, Any] = {"normalize": True, "normalize_type": "ebu", "normaliz
                            "normalize_true_peak_ebu": TRUE_PEAK, "normalize_loudness_range_target_ebu": LRA}
 
 
-def ours(source: Path, out: Path, plan: ffmpeg.Plan, limits: ffmpeg.Limits) -> tuple[float, str]:
+def ours(source: Path, out: Path, plan: Plan, limits: Limits) -> tuple[float, str]:
     """The worker's passes, timed: measure, choose the gain, encode while measuring the result
     (as the worker does, to report it and correct a miss)."""
     start = time.perf_counter()
@@ -48,8 +50,8 @@ def ffmpeg_normalize(source: Path, out: Path, bitrate: str) -> float:
     return time.perf_counter() - start
 
 
-def loudness(path: Path) -> ffmpeg.Levels:
-    return ffmpeg.parse_levels(runner.run_for_log(ffmpeg.measure_args(path, ("ebu",)), deadline_seconds=3600))
+def loudness(path: Path) -> Levels:
+    return parse_levels(runner.run_for_log(measure_args(path, ("ebu",)), deadline_seconds=3600))
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import Service, make_audio, median, parser, report, service, timed, worker_plan  # noqa: E402
-from workers import ffmpeg  # noqa: E402
+from workers.ffmpeg.commands import convert_args  # noqa: E402
 
 TARGET = "mp3"
 
@@ -48,7 +48,7 @@ def through_service(running: Service, url: str) -> float:
 
 def raw_ffmpeg(source: Path, out: Path) -> float:
     plan, limits = worker_plan(source, TARGET, {})
-    return timed(ffmpeg.convert_args(source, out, plan, limits))
+    return timed(convert_args(source, out, plan, limits))
 
 
 def main() -> None:

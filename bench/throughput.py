@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import Callbacks, Service, make_audio, parser, report, service, worker_plan  # noqa: E402
 from bench.small_file import Quiet  # noqa: E402
 from jobs_api.config import Config  # noqa: E402
-from workers import ffmpeg  # noqa: E402
+from workers.ffmpeg.commands import convert_args  # noqa: E402
 
 
 def main() -> None:
@@ -51,7 +51,7 @@ def main() -> None:
         # Baseline: the worker's ffmpeg command for each clip, `cores` at a time. It runs before
         # and after every service run, so that a VM changing speed meanwhile weighs on both sides.
         plan, limits = worker_plan(first, "mp3", {})
-        lines = "\n".join(shlex.join(ffmpeg.convert_args(clip, clip.with_suffix(".mp3"), plan, limits))
+        lines = "\n".join(shlex.join(convert_args(clip, clip.with_suffix(".mp3"), plan, limits))
                           for clip in clips)
         server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=folder))
         threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -120,7 +120,7 @@ def through_service(clips: list[Path], base_url: str, cores: int) -> tuple[float
 def cpu_spent(running: Service) -> dict[str, float]:
     """CPU milliseconds so far: all cores busy, the workers, the API (gunicorn and its workers),
     this script (client, file server, callbacks), Redis, and all cores idle. What the cores
-    spent besides is ffmpeg's: its runs are not the workers' children (workers/runner.py)."""
+    spent besides is ffmpeg's: its runs are not the workers' children (workers/ffmpeg/runner.py)."""
     api, *workers = (process.pid for process in running.processes)
     children = [pid for pid in _pids() if _stat(pid)[0] == api]
     redis = Redis.from_url(Config.from_env().redis_url).info("cpu")

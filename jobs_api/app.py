@@ -1,9 +1,7 @@
 """create_app: the Flask application, assembled from short register steps."""
 from __future__ import annotations
 
-import gc
 import logging
-import sys
 from typing import Any
 
 from flask import Flask, request
@@ -11,6 +9,7 @@ from flask_smorest import Api
 from marshmallow import Schema, fields
 from werkzeug.exceptions import HTTPException
 
+from jobs_api import file_conversion
 from jobs_api.config import Config
 from jobs_api.db import make_engine, make_sessionmaker
 from jobs_api.errors import ServiceError
@@ -21,8 +20,8 @@ from jobs_api.resources.jobs.routes import blp as jobs_blp
 from jobs_api.resources.presets.routes import blp as presets_blp
 from jobs_api.resources.usage.routes import blp as usage_blp
 from jobs_api.storage import Storage
-from jobs_api.web import StreamingRequest, close_session
-from workers import runner
+from jobs_api.uploads import StreamingRequest
+from jobs_api.web import close_session
 
 log = logging.getLogger(__name__)
 
@@ -42,19 +41,6 @@ def create_app(config: Config | None = None) -> Flask:
     return app
 
 
-def tune_for_serving() -> None:
-    """The interpreter settings of a serving process, set once the app is imported (gunicorn
-    imports it before it forks, with --preload, so every worker starts with them)."""
-    # What importing made lives as long as the process: out of the collector's sight, a full
-    # collection no longer walks it (20-60 ms each time, a POST's p99 here).
-    gc.freeze()
-    # A request thread that gave up the GIL for SQLite or a socket waits for it while another
-    # thread computes, by default up to 5 ms each time, several times a request: with 32 clients
-    # polling ten times a second, 1 ms took GET's p99 from 45-50 to 26-44 ms and POST's from
-    # 71-82 to 48-54 ms (bench/api_load.py's clients, alternating runs).
-    sys.setswitchinterval(0.001)
-
-
 def register_settings(app: Flask, config: Config) -> None:
     app.config.update(
         API_TITLE="Audio conversion jobs (api2convert v2 compatible)",
@@ -68,7 +54,6 @@ def register_settings(app: Flask, config: Config) -> None:
 
 
 def register_services(app: Flask, config: Config) -> None:
-    runner.Forkserver.enabled = config.ffmpeg_forkserver  # the file-convert endpoint probes uploads
     storage = Storage(config.storage_dir)
     storage.ensure()
     app.extensions["jobs_api"] = {
@@ -100,25 +85,35 @@ def register_api(app: Flask) -> None:
     app.register_blueprint(presets_blp, url_prefix="/presets", name="presets_unversioned")
 
 
-def error_body(message: str, code: int, errors: dict[str, list[str]] | None = None) -> dict[str, Any]:
-    return {"message": message, "code": code, "errors": errors or {}}
+def error_body(message: str, code: int, errors: dict[str, list[str]]) -> dict[str, Any]:
+    return {"message": message, "code": code, "errors": errors}
+
+
+# Every error is answered from one mapping; each dialect shapes the body its clients expect.
+ERROR_BODIES = {"file_convert": file_conversion.error_body}  # blueprint -> body shape; else /v2's
 
 
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ServiceError)
     def service_error(error: ServiceError) -> Any:
-        return error_body(error.message, error.status, error.errors), error.status, error.headers
+        return _answer(error.status, error.message, error.errors, error.headers)
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Any:
         code = error.code or 500
         message = error.description if code < 500 else "Internal server error"
-        return error_body(message or error.name, code), code
+        return _answer(code, message or error.name)
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception) -> Any:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_body("Internal server error", 500), 500
+        return _answer(500, "Internal server error")
+
+
+def _answer(status: int, message: str, errors: dict[str, list[str]] | None = None,
+            headers: dict[str, str] | None = None) -> Any:
+    shape = ERROR_BODIES.get(request.blueprint or "", error_body)
+    return shape(message, status, errors or {}), status, headers or {}
 
 
 def register_request_hooks(app: Flask, config: Config) -> None:

@@ -45,21 +45,9 @@ def gunicorn_args(host: str, port: str, app: str) -> list[str]:
 
 
 def worker(config: Config, burst: bool) -> None:
-    from rq.serializers import JSONSerializer
+    from workers.worker import work  # the CLI is the one place the API package reaches the workers
 
-    from workers import runner, sweeper, tasks
-    from workers.queue import Worker, queue_for, redis_for
-
-    runner.Forkserver.enabled = config.ffmpeg_forkserver
-    queue = queue_for(config)
-    tasks.context()  # imports and the database engine now, not during the first job
-    sweeper.schedule(config, after=0)  # unless a sweep is scheduled already
-    # with_scheduler: callback retries and sweeps are scheduled jobs (enqueue_in), never a sleeping worker.
-    # SimpleWorker runs tasks in this process instead of forking one per task: the database
-    # engine and imports are set up once, which is most of a short job's overhead
-    # (bench/small_file.py). ffmpeg still runs in its own process group under a deadline.
-    Worker([queue], connection=redis_for(config.redis_url), serializer=JSONSerializer).work(
-        burst=burst, with_scheduler=True)
+    work(config, burst)
 
 
 def keys(config: Config, args: argparse.Namespace) -> int:

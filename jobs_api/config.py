@@ -19,6 +19,23 @@ def _env_int(name: str, default: int) -> int:
     return int(raw) if raw else default
 
 
+# Switches of the fenced optimisations: each module that leans on another project's internals
+# reads its own, and runs the plain way where the environment sets it to 0 (CI does, once).
+FENCES = {
+    "FFMPEG_FORKSERVER": "workers/ffmpeg/forkserver.py",
+    "SQLITE_WRITER_QUEUE": "jobs_api/sqlite_writers.py",
+    "GUNICORN_BODY_READER": "jobs_api/gunicorn_body.py",
+    "RQ_LEAN_WORKER": "workers/worker.py",
+    "TUNE_INTERPRETER": "jobs_api/serving.py",
+}
+
+
+def fence_on(switch: str) -> bool:
+    """Whether a fenced optimisation is on: unless the environment sets its switch to 0."""
+    assert switch in FENCES, switch
+    return os.environ.get(switch, "1").strip() != "0"
+
+
 def _env_list(name: str) -> tuple[str, ...]:
     raw = os.environ.get(name, "")
     return tuple(part.strip() for part in raw.split(",") if part.strip())
@@ -55,10 +72,8 @@ class Config:
     max_jobs_per_minute: int = 120
     # Wrong download passwords one address may send within ten minutes before it gets 429.
     max_password_failures: int = 10
-    # Convert an upload that starts its job while it arrives (workers/early.py).
+    # Convert an upload that starts its job while it arrives (workers/upload_conversion.py).
     convert_while_uploading: bool = True
-    # Fork ffmpeg and ffprobe from a copy started once, instead of an exec per run (workers/runner.py).
-    ffmpeg_forkserver: bool = True
 
     @classmethod
     def from_env(cls) -> Config:
@@ -89,7 +104,6 @@ class Config:
             max_jobs_per_minute=_env_int("MAX_JOBS_PER_MINUTE", defaults.max_jobs_per_minute),
             max_password_failures=_env_int("MAX_PASSWORD_FAILURES", defaults.max_password_failures),
             convert_while_uploading=bool(_env_int("CONVERT_WHILE_UPLOADING", int(defaults.convert_while_uploading))),
-            ffmpeg_forkserver=bool(_env_int("FFMPEG_FORKSERVER", int(defaults.ffmpeg_forkserver))),
         )
 
     def replace(self, **changes: object) -> Config:

@@ -6,12 +6,12 @@ conversion id the `conversion_id`. No Flask here.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 from jobs_api import catalog
 from jobs_api.config import Config
 from jobs_api.errors import RequestInvalid
 from jobs_api.models import Job, JobStatus
+from jobs_api.outbound import is_http_url
 from jobs_api.representation import download_uri, iso
 
 DIALECT = "file_convert"
@@ -40,7 +40,7 @@ def job_body(form: dict[str, Any], has_file: bool) -> dict[str, Any]:
     url = (form.get("audio_url") or "").strip()
     if bool(url) == has_file:
         raise FieldInvalid("audio_url", "send exactly one of audio_url or audio_file")
-    if url and not _is_http_url(url):
+    if url and not is_http_url(url):
         raise FieldInvalid("audio_url", "must be an http or https URL")
     target_format = (form.get("target_format") or "").strip().lower()
     if target_format not in FORMATS:
@@ -63,7 +63,7 @@ def job_body(form: dict[str, Any], has_file: bool) -> dict[str, Any]:
     if depth is not None:
         options["audio_bitdepth"] = depth  # on a lossy format: accepted, with a job warning
     webhook = (form.get("webhook_url") or "").strip()
-    if webhook and not _is_http_url(webhook):
+    if webhook and not is_http_url(webhook):
         raise FieldInvalid("webhook_url", "must be an http or https URL")
     return {
         "process": True,
@@ -126,6 +126,19 @@ def _integer(form: dict[str, Any], field: str, allowed: tuple[int, ...]) -> int 
     return value
 
 
-def _is_http_url(value: str) -> bool:
-    parts = urlsplit(value)
-    return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+def error_body(message: str, status: int, errors: dict[str, list[str]]) -> dict[str, Any]:
+    """This dialect's error shape, `{"success": false, "error": ...}`: a 400 that names a `/v2`
+    field (from the job layer) names the form field it came from."""
+    if status == 400 and errors:
+        field, messages = next(iter(errors.items()))
+        message = f"{_form_field(field)}: {messages[0]}"
+    return {"success": False, "error": message}
+
+
+def _form_field(path: str) -> str:
+    for prefix, name in (("conversion.0.options.frequency", "target_sr"),
+                         ("conversion.0.options.audio_bitdepth", "target_bit_depth"),
+                         ("input.0.source", "audio_url"), ("callback", "webhook_url")):
+        if path.startswith(prefix):
+            return name
+    return path

@@ -22,7 +22,7 @@ ADD_JOB, ADD_CONVERSIONS, ADD_INPUTS = insert(JOBS), insert(CONVERSIONS), insert
 
 # A status change's UPDATE, built once per shape with the values as parameters (each column's
 # is `new_<column>`, each allowed status `allowed_<n>`): building the statements for each change
-# cost twice as much as running them (0.3 ms against 0.1 here), and an expanding IN is
+# cost more than running them, and an expanding IN is
 # rendered again for each execution.
 _STATUS = ("status", "status_info", "modified_at")
 
@@ -42,7 +42,7 @@ def transition(
     """Move the job to `to` (and `progress`, if given) if it is in one of `allowed_from`; the caller commits.
 
     Plain SQL on the tables (a job's status changes at least three times, and the ORM's
-    UPDATE with its session bookkeeping cost a third more here); a job loaded in the session
+    UPDATE with its session bookkeeping costs noticeably more); a job loaded in the session
     is given the new values, as stored."""
     text = info or STATUS_INFO[to]
     values: dict[str, object] = {"status": to.value, "status_info": text, "modified_at": utcnow()}
@@ -68,8 +68,7 @@ def store_new(session: Session, job: Job, statuses: list[JobStatus]) -> None:
     session as stored rows; the caller commits.
 
     Plain INSERTs of the objects' values, not the ORM's flush: its unit of work for a job
-    and a conversion cost more than the rest of a POST /v2/jobs (1.7-2.0 ms against 0.7 ms
-    for the same rows this way, commit included)."""
+    and a conversion cost more than the rest of a POST /v2/jobs."""
     parts: list[Conversion | InputFile] = [*job.conversions, *job.inputs]
     for part in parts:
         part.job_id = job.id  # the ORM sets it only in a flush

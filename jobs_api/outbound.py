@@ -61,6 +61,13 @@ class Allowance:
         return any(address in network for network in self.networks)
 
 
+def is_http_url(value: str) -> bool:
+    """Whether a URL a client gives is one we may fetch or post to at all: http or https, with
+    a host. Where it leads is checked when it is used (`fetch_to_file`, `post`)."""
+    parts = urlsplit(value)
+    return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+
+
 def _embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
     if isinstance(address, ipaddress.IPv4Address):
         return None

@@ -6,9 +6,12 @@ import hmac
 import os
 import secrets
 from collections.abc import Iterable
+from typing import Any
+
+from jobs_api.errors import RequestInvalid
 
 # scrypt's cost for download passwords (people choose them, so they may be guessable):
-# about 16 MiB and 30 ms per hash here.
+# about 16 MiB and tens of milliseconds of CPU per hash.
 SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
 MAX_CANDIDATES = 5  # passwords tried from one request
 
@@ -49,3 +52,13 @@ def password_matches(candidates: Iterable[str], hashes: Iterable[str]) -> bool:
 
 def _derive(password: str, salt: bytes) -> bytes:
     return hashlib.scrypt(password.encode("utf-8"), salt=salt, **SCRYPT)  # type: ignore[arg-type]
+
+
+def download_passwords(value: Any) -> list[str]:
+    """A request's `download_passwords` (an array of non-empty strings), hashed; a 400 otherwise."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+        raise RequestInvalid("Invalid download passwords.",
+                             {"download_passwords": ["must be an array of non-empty strings"]})
+    return hash_passwords(value)

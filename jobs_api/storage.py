@@ -58,7 +58,7 @@ class Storage:
             shutil.rmtree(path, ignore_errors=True)
 
     def work_dir_path(self, job_id: str, name: str) -> Path:
-        """A named work folder of the job, for work that outlives one task (workers/early.py)."""
+        """A named work folder of the job, for work that outlives one task (workers/upload_conversion.py)."""
         return self.work / f"{_checked(job_id)}-{name}"
 
     def remove_work_dirs(self, job_id: str) -> None:

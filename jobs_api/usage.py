@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from jobs_api.config import Config
 from jobs_api.errors import RequestInvalid
-from jobs_api.jobs import RUNNING
+from jobs_api.limits import RUNNING
 from jobs_api.models import ApiKey, InputFile, Job, JobStatus, OutputFile, utcnow
 from jobs_api.representation import iso
 

@@ -27,9 +27,11 @@ from jobs_api.cli import migrate
 from jobs_api.config import Config
 from jobs_api.db import make_engine, make_sessionmaker
 from jobs_api.models import ApiKey, Base
+from jobs_api.queue import queue_for
 from jobs_api.security import hash_secret, new_secret
-from workers import runner, tasks
-from workers.queue import Worker, queue_for
+from workers.ffmpeg.forkserver import Forkserver
+from workers.services import worker_services
+from workers.worker import worker_class
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
@@ -64,7 +66,7 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> Config:
     Redis.from_url(REDIS_URL).flushdb()
     # The in-process worker reads its settings from the environment, as in production.
     os.environ.update(service_env(settings))
-    tasks.context.cache_clear()
+    worker_services.cache_clear()
     return settings
 
 
@@ -160,14 +162,14 @@ def headers(api_key: str) -> dict[str, str]:
 def run_worker(settings: Config) -> None:
     """Run every queued task in this process, then return (RQ's burst mode)."""
     queue = queue_for(settings)
-    Worker([queue], connection=queue.connection, serializer=JSONSerializer).work(burst=True)
+    worker_class()([queue], connection=queue.connection, serializer=JSONSerializer).work(burst=True)
 
 
 # Audio ---------------------------------------------------------------------------
 
 def ffmpeg_runs() -> set[int]:
     """The ffmpeg runs this process has going: its descendants named ffmpeg, each in a process
-    group of its own, less the fork servers they are forked from (workers/runner.py)."""
+    group of its own, less the fork servers they are forked from (workers/ffmpeg/forkserver.py)."""
     parents, groups = {}, {}
     for entry in Path("/proc").iterdir():
         try:
@@ -176,7 +178,7 @@ def ffmpeg_runs() -> set[int]:
             continue
         if name.endswith("(ffmpeg"):
             parents[int(entry.name)], groups[int(entry.name)] = int(fields.split()[1]), int(fields.split()[2])
-    servers = {server.process.pid for server in runner.Forkserver.servers.values()}
+    servers = {server.process.pid for server in Forkserver.servers.values()}
 
     def mine(pid: int) -> bool:
         while pid in parents:

@@ -12,7 +12,7 @@ from conftest import create_key, run_worker
 from sqlalchemy import event
 
 from jobs_api import web
-from workers.queue import queue_for
+from jobs_api.queue import queue_for
 
 FLAC = {"target": "flac"}
 
@@ -203,7 +203,7 @@ def test_a_keys_limits_and_list_read_only_the_rows_they_need(client: Any, app: A
     with executed(engine) as statements:
         create(client, headers, process=False, conversion=[FLAC])
         with app.test_request_context(headers=headers):  # what a job that starts asks first
-            web.service().require_slot(web.api_key_id())
+            web.service().limits.require_slot(web.api_key_id())
         assert client.get("/v2/jobs", headers=headers).status_code == 200
     by_key = [(sql, parameters) for sql, parameters in statements
               if "FROM jobs" in sql and "jobs.api_key_id = ?" in sql and "JOIN" not in sql]

@@ -10,7 +10,7 @@ import requests
 from conftest import LiveService, Receiver, create_key, wait_for_job
 from rq.job import Job as RqJob
 
-from workers.queue import queue_for, redis_for
+from jobs_api.queue import queue_for, redis_for
 
 
 def start_job(live: LiveService, key: str, wav_file: Path, callback: str) -> str:

@@ -15,9 +15,16 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from jobs_api.db import Checkpointer, QueuedWriter, make_engine
+from jobs_api.db import make_engine
+from jobs_api.sqlite_writers import Checkpointer, QueuedWriter
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def writer_queue_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are of the queue itself (jobs_api/sqlite_writers.py), whatever CI's plain run sets."""
+    monkeypatch.setenv("SQLITE_WRITER_QUEUE", "1")
 
 
 def _engine(path: Path) -> Engine:

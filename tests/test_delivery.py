@@ -16,7 +16,7 @@ from sqlalchemy import update
 
 from jobs_api.db import make_engine, make_sessionmaker
 from jobs_api.models import Job, OutputFile, utcnow
-from workers.queue import queue_for
+from jobs_api.queue import queue_for
 
 LOCAL = "http://127.0.0.1:8000"
 

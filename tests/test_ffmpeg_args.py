@@ -8,24 +8,11 @@ import pytest
 
 from jobs_api.catalog import TARGETS
 from workers import loudness
-from workers.ffmpeg import (
-    FORMAT_WHITELIST,
-    Gain,
-    Levels,
-    Limits,
-    Normalization,
-    NotMeasurable,
-    PlanInvalid,
-    SourceInfo,
-    convert_args,
-    gain_filters,
-    measure_args,
-    parse_levels,
-    plan_conversion,
-    probe_args,
-    tts_args,
-    with_tags,
-)
+from workers.ffmpeg.commands import FORMAT_WHITELIST, convert_args, tts_args
+from workers.ffmpeg.meters import Levels, measure_args, parse_levels
+from workers.ffmpeg.plan import Limits, Normalization, PlanInvalid, SourceInfo, plan_conversion, with_tags
+from workers.ffmpeg.probe import probe_args
+from workers.normalization import Gain, NotMeasurable, gain_filters
 
 LIMITS = Limits(max_duration=3600, max_output_bytes=1000, max_channels=8, max_sample_rate=192000)
 CD = SourceInfo("wav", "pcm_s16le", duration=10.0, sample_rate=44100, channels=2, bits=16, bit_rate=None)

@@ -218,7 +218,8 @@ def test_the_served_app_runs_with_a_short_gil_switch_interval_and_frozen_imports
     """What jobs_api.wsgi sets before gunicorn forks (bench/api_load.py measured both)."""
     check = ("import gc, sys, jobs_api.wsgi; "
              "print(sys.getswitchinterval(), gc.get_freeze_count())")
-    shown = subprocess.run([sys.executable, "-c", check], env={**os.environ, **service_env(config)},
+    shown = subprocess.run([sys.executable, "-c", check],
+                           env={**os.environ, **service_env(config), "TUNE_INTERPRETER": "1"},
                            check=True, capture_output=True, text=True).stdout.split()
     assert float(shown[0]) == 0.001
     assert int(shown[1]) > 10000  # the app's modules and objects, out of the collector's sight

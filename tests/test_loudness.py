@@ -11,21 +11,33 @@ from conftest import loudness as measured_loudness
 from conftest import make_audio, probe
 
 from jobs_api.catalog import TARGETS
-from workers import ffmpeg, loudness, runner
+from workers import loudness
+from workers.ffmpeg import runner
+from workers.ffmpeg.meters import (
+    FRAME_LOG,
+    SPLIT_SECONDS,
+    Levels,
+    joined_levels,
+    measure_args,
+    measure_halves_args,
+    parse_levels,
+)
+from workers.ffmpeg.plan import Limits, plan_conversion
+from workers.ffmpeg.probe import parse_probe, probe_args
 
 # Seeded: the same audio every run (the gates' agreement, within 0.2 LU, was 0.2000001 off once in CI on a random draw)
 NOISE = "anoisesrc=color=pink:duration={seconds}:amplitude=0.5:sample_rate={rate}:seed=1,volume='{level}':eval=frame"
 STEPS = NOISE.format(seconds=30, rate=48000, level="if(lt(mod(t,10),5),1,0.12)")  # 5 s loud, 5 s 18 dB down
 SWELL = NOISE.format(seconds=40, rate=44100, level="0.1+0.9*abs(sin(t*0.3))")
-LIMITS = ffmpeg.Limits(max_duration=3600, max_output_bytes=1 << 30, max_channels=8, max_sample_rate=192000)
+LIMITS = Limits(max_duration=3600, max_output_bytes=1 << 30, max_channels=8, max_sample_rate=192000)
 
 
-def logged(path: Path) -> tuple[ffmpeg.Levels, loudness.Frames]:
+def logged(path: Path) -> tuple[Levels, loudness.Frames]:
     frames = loudness.Frames()
     log = runner.run_for_log(["ffmpeg", "-hide_banner", "-nostats", "-i", str(path),
-                              "-af", ffmpeg.FRAME_LOG["ebu"], "-f", "null", "-"],
+                              "-af", FRAME_LOG["ebu"], "-f", "null", "-"],
                              deadline_seconds=60, log_line=frames.feed)
-    return ffmpeg.parse_levels(log), frames
+    return parse_levels(log), frames
 
 
 @pytest.fixture(scope="module", params=[STEPS, SWELL], ids=["steps", "swell"])
@@ -86,19 +98,19 @@ def test_the_envelope_holds_linear_factors_and_outlasts_the_audio(tmp_path: Path
 def test_halves_measured_side_by_side_make_the_single_pass(options: dict[str, str], audio_dir: Path) -> None:
     long = make_audio(audio_dir / "long-swell.wav",
                       source=NOISE.format(seconds=75, rate=44100, level="0.1+0.9*abs(sin(t*0.3))"))
-    info = ffmpeg.parse_probe(runner.run(ffmpeg.probe_args(long), deadline_seconds=30))
-    plan = ffmpeg.plan_conversion(TARGETS["flac"], {"normalize": True, **options}, info, LIMITS)
-    assert plan.duration >= ffmpeg.SPLIT_SECONDS
+    info = parse_probe(runner.run(probe_args(long), deadline_seconds=30))
+    plan = plan_conversion(TARGETS["flac"], {"normalize": True, **options}, info, LIMITS)
+    assert plan.duration >= SPLIT_SECONDS
     single = loudness.Frames()
-    whole = ffmpeg.parse_levels(runner.run_for_log(ffmpeg.measure_args(long, ("ebu",), plan), deadline_seconds=60,
+    whole = parse_levels(runner.run_for_log(measure_args(long, ("ebu",), plan), deadline_seconds=60,
                                                    log_line=single.feed))
     halves = [loudness.Frames(), loudness.Frames()]
-    commands, each = ffmpeg.measure_halves_args(long, plan)
+    commands, each = measure_halves_args(long, plan)
     logs = runner.run_side_by_side(commands, deadline_seconds=60, log_lines=[half.feed for half in halves])
     joined = loudness.joined(halves, each)
     assert list(joined.momentary) == list(single.momentary)
     assert list(joined.short_term) == list(single.short_term)
-    levels = ffmpeg.joined_levels(joined, logs)
+    levels = joined_levels(joined, logs)
     assert levels.integrated == pytest.approx(whole.integrated, abs=0.1)
     assert levels.loudness_range == pytest.approx(whole.loudness_range, abs=0.2)
     assert levels.true_peak == whole.true_peak

@@ -11,7 +11,8 @@ from conftest import format_tags, loudness, make_audio, packet_sizes, probe, run
 from test_conversion import convert, download
 
 from jobs_api import catalog
-from workers import ffmpeg, tasks
+from workers.ffmpeg.meters import SPLIT_SECONDS
+from workers.services import worker_services
 
 # A target, an option set it can produce, and what ffprobe must then report.
 MATRIX = [
@@ -208,7 +209,7 @@ def test_a_long_input_is_measured_in_halves_side_by_side(client: Any, config: An
     long = make_audio(audio_dir / "long-dynamic.wav", seconds=66.0, rate=44100,
                       source="anoisesrc=color=pink:duration=66:amplitude=0.5:sample_rate=44100:seed=6,"
                              "volume='if(lt(mod(t,8),4),1,0.15)':eval=frame")
-    assert 66.0 >= ffmpeg.SPLIT_SECONDS
+    assert 66.0 >= SPLIT_SECONDS
     options = {"normalize_target_level_ebu": -18, "normalize_loudness_range_target_ebu": 6}
     measured, reported = normalized(client, config, headers, long, "flac", options, tmp_path)
     assert reported["method"] == "dynamic"
@@ -222,7 +223,7 @@ def test_a_lossy_encode_makes_up_the_loudness_its_encoder_takes(
         tmp_path: Path) -> None:
     """AAC takes about 0.3 LU from pink noise: encoded once with the gain alone, this lands at
     -16.3. A pilot of 20 s from the middle tells the gain how much to make up."""
-    assert 70.0 >= ffmpeg.SPLIT_SECONDS
+    assert 70.0 >= SPLIT_SECONDS
     noise = make_audio(audio_dir / f"pink-70s-{method}.wav", seconds=70.0,
                        source=f"anoisesrc=color=pink:duration=70:amplitude=0.3:sample_rate=44100:seed=3{swing}")
     options = {"normalize_target_level_ebu": -16, "normalize_true_peak_ebu": -1.5}
@@ -258,12 +259,12 @@ def test_a_measured_encode_past_the_output_limit_fails_as_too_large(
         monkeypatch: pytest.MonkeyPatch, client: Any, config: Any, headers: dict[str, str], varying: Path) -> None:
     # The tee that feeds the meter ignores -fs; the kernel's file size limit stops ffmpeg instead.
     monkeypatch.setenv("MAX_OUTPUT_BYTES", "200000")
-    tasks.context.cache_clear()
+    worker_services.cache_clear()
     try:
         job = convert(client, config, headers, varying, "wav", {"normalize": True})
     finally:
         monkeypatch.undo()
-        tasks.context.cache_clear()
+        worker_services.cache_clear()
     assert job["status"]["code"] == "failed"
     [error] = job["errors"]
     assert "exceed the limit of 200000 bytes" in error["message"], error

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from workers.queue import Worker, queue_for
+from jobs_api.queue import queue_for
+from workers.worker import LeanWorker as Worker
 
 
 @pytest.fixture

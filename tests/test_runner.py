@@ -13,9 +13,14 @@ import pytest
 from conftest import loudness, make_audio
 
 from jobs_api.catalog import TARGETS
-from workers import ffmpeg, runner
+from workers.ffmpeg import runner
+from workers.ffmpeg.commands import convert_args
+from workers.ffmpeg.forkserver import Forkserver
+from workers.ffmpeg.meters import Levels, meter_args, parse_levels
+from workers.ffmpeg.plan import Limits, Plan, plan_conversion
+from workers.ffmpeg.probe import parse_probe, probe_args
 
-LIMITS = ffmpeg.Limits(max_duration=3600, max_output_bytes=64 * 1024 * 1024, max_channels=8, max_sample_rate=192000)
+LIMITS = Limits(max_duration=3600, max_output_bytes=64 * 1024 * 1024, max_channels=8, max_sample_rate=192000)
 
 
 @pytest.fixture(scope="module")
@@ -24,16 +29,16 @@ def noise(audio_dir: Path) -> Path:
                       source="anoisesrc=color=pink:duration=8:amplitude=0.3:sample_rate=44100")
 
 
-def plan_for(source: Path, target: str, limits: ffmpeg.Limits = LIMITS) -> ffmpeg.Plan:
-    info = ffmpeg.parse_probe(runner.run(ffmpeg.probe_args(source), deadline_seconds=30))
-    return ffmpeg.plan_conversion(TARGETS[target], {}, info, limits)
+def plan_for(source: Path, target: str, limits: Limits = LIMITS) -> Plan:
+    info = parse_probe(runner.run(probe_args(source), deadline_seconds=30))
+    return plan_conversion(TARGETS[target], {}, info, limits)
 
 
-def metered(source: Path, out: Path, plan: ffmpeg.Plan, limits: ffmpeg.Limits = LIMITS,
-            meter: list[str] | None = None) -> ffmpeg.Levels:
-    log = runner.run_metered(lambda fd: ffmpeg.convert_args(source, out, plan, limits, copy_fd=fd),
-                             meter or ffmpeg.meter_args(("ebu",)), deadline_seconds=60)
-    return ffmpeg.parse_levels(log)
+def metered(source: Path, out: Path, plan: Plan, limits: Limits = LIMITS,
+            meter: list[str] | None = None) -> Levels:
+    log = runner.run_metered(lambda fd: convert_args(source, out, plan, limits, copy_fd=fd),
+                             meter or meter_args(("ebu",)), deadline_seconds=60)
+    return parse_levels(log)
 
 
 @pytest.mark.parametrize("target", ["m4a", "mp3", "flac"])
@@ -43,12 +48,12 @@ def test_the_meter_measures_what_the_file_holds(target: str, noise: Path, tmp_pa
     on_file = loudness(out)
     assert levels.integrated == pytest.approx(on_file["integrated"], abs=0.2)
     assert levels.true_peak == pytest.approx(on_file["true_peak"], abs=0.3)
-    written = ffmpeg.parse_probe(runner.run(ffmpeg.probe_args(out), deadline_seconds=30))
+    written = parse_probe(runner.run(probe_args(out), deadline_seconds=30))
     assert written.duration == pytest.approx(8.0, abs=0.05)
 
 
 def test_the_kernel_stops_the_output_at_the_size_limit(noise: Path, tmp_path: Path) -> None:
-    limits = ffmpeg.Limits(max_duration=3600, max_output_bytes=100_000, max_channels=8, max_sample_rate=192000)
+    limits = Limits(max_duration=3600, max_output_bytes=100_000, max_channels=8, max_sample_rate=192000)
     out = tmp_path / "big.wav"
     with pytest.raises(runner.ProcessFailed):
         metered(noise, out, plan_for(noise, "wav", limits), limits)
@@ -56,7 +61,7 @@ def test_the_kernel_stops_the_output_at_the_size_limit(noise: Path, tmp_path: Pa
 
 
 def test_a_meter_that_dies_fails_the_encode_instead_of_stalling_it(noise: Path, tmp_path: Path) -> None:
-    broken = [*ffmpeg.meter_args(("ebu",))[:-5], "-af", "no_such_filter", "-f", "null", "-"]
+    broken = [*meter_args(("ebu",))[:-5], "-af", "no_such_filter", "-f", "null", "-"]
     with pytest.raises(runner.ProcessFailed) as failed:
         metered(noise, tmp_path / "out.flac", plan_for(noise, "flac"), meter=broken)
     assert not isinstance(failed.value, runner.ProcessTimedOut)
@@ -144,10 +149,17 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-needs_forkserver = pytest.mark.skipif(not runner.Forkserver.LIBRARY.exists(), reason="scripts/setup.sh builds it")
+needs_forkserver = pytest.mark.skipif(not Forkserver.LIBRARY.exists(), reason="scripts/setup.sh builds it")
+
+
+@pytest.fixture()
+def forkserver_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For the tests of the fork server itself, whatever CI's plain run sets."""
+    monkeypatch.setenv("FFMPEG_FORKSERVER", "1")
 
 
 @needs_forkserver
+@pytest.mark.usefixtures("forkserver_on")
 def test_a_forked_run_shows_its_command_holds_only_its_own_files_and_is_stopped() -> None:
     marker = f"title=run-{os.getpid()}-{time.monotonic_ns()}"
     args = _endless(marker)
@@ -173,9 +185,10 @@ def test_a_forked_run_shows_its_command_holds_only_its_own_files_and_is_stopped(
 
 
 @needs_forkserver
+@pytest.mark.usefixtures("forkserver_on")
 def test_a_run_that_crashes_replaces_the_server() -> None:
     runner.run(["ffmpeg", "-version"], deadline_seconds=30)
-    before = runner.Forkserver.servers["ffmpeg"]
+    before = Forkserver.servers["ffmpeg"]
 
     def crash(pid: int) -> bool:
         os.kill(pid, signal.SIGSEGV)
@@ -185,10 +198,11 @@ def test_a_run_that_crashes_replaces_the_server() -> None:
     assert raised.returncode == -signal.SIGSEGV
     assert before.retired and before.process.poll() is not None  # the server is gone
     runner.run(["ffmpeg", "-version"], deadline_seconds=30)
-    assert runner.Forkserver.servers["ffmpeg"] is not before
+    assert Forkserver.servers["ffmpeg"] is not before
 
 
 @needs_forkserver
+@pytest.mark.usefixtures("forkserver_on")
 def test_a_run_whose_keeper_is_killed_is_killed_too() -> None:
     def kill_keeper(pid: int) -> bool:
         assert _parent(pid) != os.getpid()  # a keeper, not this process (were the run started here)
@@ -215,18 +229,19 @@ def _state(pid: int) -> str:
 
 
 @needs_forkserver
+@pytest.mark.usefixtures("forkserver_on")
 def test_a_server_that_died_is_replaced_without_failing_a_run() -> None:
     runner.run(["ffmpeg", "-version"], deadline_seconds=30)
-    before = runner.Forkserver.servers["ffmpeg"]
+    before = Forkserver.servers["ffmpeg"]
     before.process.kill()
     before.process.wait()
     assert runner.run(["ffmpeg", "-hide_banner", "-version"], deadline_seconds=30).startswith("ffmpeg version")
-    assert runner.Forkserver.servers["ffmpeg"] is not before
+    assert Forkserver.servers["ffmpeg"] is not before
 
 
 @needs_forkserver
 def test_without_the_server_ffmpeg_is_started_here(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runner.Forkserver, "enabled", False)
+    monkeypatch.setenv("FFMPEG_FORKSERVER", "0")
 
     def parent(pid: int) -> bool:
         assert _parent(pid) == os.getpid()

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from workers import ffmpeg, runner, wavheader
+from workers.ffmpeg import runner, wavheader
+from workers.ffmpeg.plan import SourceInfo
+from workers.ffmpeg.probe import parse_probe, probe_args
 
 
 def make(path: Path, *args: str, seconds: float = 1.5, rate: int = 44100) -> Path:
@@ -16,8 +18,8 @@ def make(path: Path, *args: str, seconds: float = 1.5, rate: int = 44100) -> Pat
     return path
 
 
-def probed(path: Path) -> ffmpeg.SourceInfo:
-    return ffmpeg.parse_probe(runner.run(ffmpeg.probe_args(path), deadline_seconds=30))
+def probed(path: Path) -> SourceInfo:
+    return parse_probe(runner.run(probe_args(path), deadline_seconds=30))
 
 
 @pytest.mark.parametrize("args", [

@@ -1,8 +1,8 @@
 """Riding the gain: narrow a wide loudness range from what ebur128 logged every 100 ms.
 
-loudnorm's dynamic mode does this job inside ffmpeg, but it works at 192 kHz: on a 10-minute
-file here it took 10.8 s of the 12.8 s that decoding and filtering took, and 17.2 s with the
-AAC encode, where multiplying by a curve and encoding takes 6.9 s. The measuring pass we run
+loudnorm's dynamic mode does this job inside ffmpeg, but it works at 192 kHz, which makes it
+cost several times what multiplying by a curve and encoding does (bench/RESULTS.md). The
+measuring pass we run
 anyway logs, every 100 ms, the loudness of the last 400 ms (momentary), of the last 3 s
 (short-term) and the true peak of the last 100 ms. From those a gain per 100 ms is chosen
 here, so that the predicted short-term loudness spans the target range and the predicted
@@ -33,7 +33,7 @@ FRAME_LINE = re.compile(r"\bM:\s*(\S+)\s+S:\s*(\S+)\s.*\bFTPK:((?:\s+\S+)+?)\s+d
 
 
 class Frames:
-    """ebur128's report every 100 ms (`ffmpeg.FRAME_LOG`: logged at info, true peak), fed line by line."""
+    """ebur128's report every 100 ms (`ffmpeg.meters.FRAME_LOG`: logged at info, true peak), fed line by line."""
 
     def __init__(self) -> None:
         self.momentary = array("d")

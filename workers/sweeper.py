@@ -19,9 +19,11 @@ from sqlalchemy.orm import Session, aliased
 
 from jobs_api.config import Config
 from jobs_api.models import FINISHED, InputFile, Job, JobStatus, OutputFile, utcnow
+from jobs_api.queue import PROCESS_JOB, SWEEP, enqueue_in, redis_for, rq_job_id
 from jobs_api.storage import remove_quietly
-from workers import tasks
-from workers.queue import PROCESS_JOB, enqueue_in, redis_for, rq_job_id
+from workers.delivery import announce
+from workers.problems import Failure, JobProblem, fail
+from workers.services import Services, worker_services
 
 log = logging.getLogger(__name__)
 
@@ -35,51 +37,51 @@ def schedule(config: Config, after: int | None = None) -> None:
     key = _key(config)
     redis = redis_for(config.redis_url)
     if redis.set(key, "pending", nx=True, ex=delay + 10 * config.sweep_interval_seconds):
-        job = enqueue_in(config, delay, "workers.sweeper.sweep")
+        job = enqueue_in(config, delay, SWEEP)
         redis.set(key, job.id, xx=True, keepttl=True)
 
 
 def sweep() -> dict[str, int]:
-    ctx = tasks.context()
+    services = worker_services()
     current = get_current_job()
-    redis = redis_for(ctx.config.redis_url)
-    scheduled = current is not None and redis.get(_key(ctx.config)) == current.id.encode()
+    redis = redis_for(services.config.redis_url)
+    scheduled = current is not None and redis.get(_key(services.config)) == current.id.encode()
     if scheduled:
-        redis.delete(_key(ctx.config))
+        redis.delete(_key(services.config))
     try:
-        with ctx.sessions() as session:
+        with services.sessions() as session:
             done = {
-                "outputs_expired": _expire_outputs(ctx, session),
-                "inputs_deleted": _delete_old_inputs(ctx, session),
-                "jobs_failed": _fail_stuck_jobs(ctx, session),
-                "stray_files": _remove_strays(ctx, session),
+                "outputs_expired": _expire_outputs(services, session),
+                "inputs_deleted": _delete_old_inputs(services, session),
+                "jobs_failed": _fail_stuck_jobs(services, session),
+                "stray_files": _remove_strays(services, session),
             }
         if any(done.values()):
             log.info("sweep: %s", done)
         return done
     finally:
         if scheduled or current is None:  # a duplicate sweep does its work but does not continue a chain
-            schedule(ctx.config)
+            schedule(services.config)
 
 
 def _key(config: Config) -> str:
     return f"jobs-api:{config.queue_name}:next-sweep"
 
 
-def _expire_outputs(ctx: tasks.Context, session: Session) -> int:
-    limit = utcnow() - timedelta(seconds=ctx.config.output_ttl_seconds)
+def _expire_outputs(services: Services, session: Session) -> int:
+    limit = utcnow() - timedelta(seconds=services.config.output_ttl_seconds)
     outputs = session.scalars(
         select(OutputFile).where(OutputFile.status == "enabled", OutputFile.created_at <= limit)).all()
     for output in outputs:
-        remove_quietly(ctx.storage.output_path(output.storage_key))
+        remove_quietly(services.storage.output_path(output.storage_key))
         output.status = "expired"
     session.commit()
     return len(outputs)
 
 
-def _delete_old_inputs(ctx: tasks.Context, session: Session) -> int:
+def _delete_old_inputs(services: Services, session: Session) -> int:
     """Input files of finished jobs, once no input younger than the TTL shares them."""
-    limit = utcnow() - timedelta(seconds=ctx.config.output_ttl_seconds)
+    limit = utcnow() - timedelta(seconds=services.config.output_ttl_seconds)
     finished = [status.value for status in FINISHED]
     other, other_job = aliased(InputFile), aliased(Job)
     still_needed = exists().where(
@@ -93,47 +95,45 @@ def _delete_old_inputs(ctx: tasks.Context, session: Session) -> int:
     for item in items:
         item.storage_key = None
     for key in keys:
-        remove_quietly(ctx.storage.input_path(key))
+        remove_quietly(services.storage.input_path(key))
     session.commit()
     return len(keys)
 
 
-def _fail_stuck_jobs(ctx: tasks.Context, session: Session) -> int:
+def _fail_stuck_jobs(services: Services, session: Session) -> int:
     """Running past the deadline, or queued while the queue lost it: failed, and announced."""
     now = utcnow()
-    deadline = ctx.config.job_deadline_seconds
+    deadline = services.config.job_deadline_seconds
     running = session.scalars(select(Job.id).where(
         Job.status.in_([JobStatus.DOWNLOADING.value, JobStatus.PROCESSING.value]),
         Job.modified_at <= now - timedelta(seconds=deadline))).all()
     queued = session.scalars(select(Job.id).where(
         Job.status == JobStatus.QUEUED.value, Job.modified_at <= now - timedelta(seconds=LOST_AFTER_SECONDS))).all()
-    connection = redis_for(ctx.config.redis_url)
+    connection = redis_for(services.config.redis_url)
     lost = [job_id for job_id in queued if not RQJob.exists(rq_job_id(PROCESS_JOB, (job_id,)) or "", connection)]
-    reasons = {job_id: f"The job did not finish within {deadline} s (its worker may have stopped); "
-                       "please submit it again." for job_id in running}
-    reasons.update({job_id: "The job was lost from the queue (Redis was emptied or restarted without its "
-                            "data); please submit it again." for job_id in lost})
-    for job_id, message in reasons.items():
-        if tasks.fail(session, job_id, "job", job_id, tasks.Code.STUCK, message):
+    problems = {job_id: JobProblem(Failure.WORKER_GONE, limit=deadline) for job_id in running}
+    problems.update({job_id: JobProblem(Failure.LOST_FROM_QUEUE) for job_id in lost})
+    for job_id, problem in problems.items():
+        if fail(session, job_id, "job", job_id, problem):
             session.commit()
-            ctx.storage.remove_work_dirs(job_id)
-            tasks.announce(ctx, session, job_id)
+            services.storage.remove_work_dirs(job_id)
+            announce(services, session, job_id)
     session.commit()
-    return len(reasons)
+    return len(problems)
 
 
-def _remove_strays(ctx: tasks.Context, session: Session) -> int:
+def _remove_strays(services: Services, session: Session) -> int:
     """Work folders of jobs no longer running, and uploads abandoned mid-way."""
     removed = 0
     now = time.time()
     active = {JobStatus.DOWNLOADING.value, JobStatus.PROCESSING.value}
-    for folder in ctx.storage.work.glob("*"):
+    for folder in services.storage.work.glob("*"):
         status = session.scalar(select(Job.status).where(Job.id == folder.name[:36]))
         idle = now - _mtime(folder)
-        if (status not in active and idle > 60) or idle > ctx.config.job_deadline_seconds:
+        if (status not in active and idle > 60) or idle > services.config.job_deadline_seconds:
             shutil.rmtree(folder, ignore_errors=True)
             removed += 1
-    for path in ctx.storage.incoming.glob("*"):
+    for path in services.storage.incoming.glob("*"):
         if now - _mtime(path) > STRAY_AFTER_SECONDS:
             remove_quietly(path)
             removed += 1

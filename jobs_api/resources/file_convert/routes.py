@@ -5,7 +5,6 @@ Same jobs, queue, worker and limits as `/v2`; only the wire shapes differ, error
 """
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,17 +12,13 @@ from flask import request
 from flask.views import MethodView
 from marshmallow import Schema, fields
 from sqlalchemy import select
-from werkzeug.exceptions import HTTPException
 
 from jobs_api import file_conversion
-from jobs_api.errors import NotFound, RequestInvalid, ServiceError
+from jobs_api.errors import NotFound
 from jobs_api.models import Conversion, Job, JobStatus
-from jobs_api.web import Blueprint, api_key_id, config, received_file, service, session
-from workers import ffmpeg, runner
-
-log = logging.getLogger(__name__)
-
-PROBE_SECONDS = 30
+from jobs_api.uploads import received_file
+from jobs_api.web import Blueprint, api_key_id, config, service, session
+from workers.ffmpeg import probe, runner
 
 blp = Blueprint("file_convert", __name__, url_prefix="/api/public/v1",
                 description="File Conversion (MusicGPT-compatible): one multipart call, a webhook when done")
@@ -79,8 +74,8 @@ class FileConversionOut(Schema):
 def _require_audio(path: Path) -> None:
     """This dialect refuses an unreadable upload at once (400), where /v2 fails the job later."""
     try:
-        ffmpeg.parse_probe(runner.run(ffmpeg.probe_args(path), deadline_seconds=PROBE_SECONDS))
-    except (runner.ProcessFailed, ffmpeg.NotAudio):
+        probe.probe(path)
+    except (runner.ProcessFailed, probe.NotAudio):
         raise file_conversion.FieldInvalid(
             "audio_file", "not an audio file in a supported format (or it is damaged)") from None
 
@@ -99,7 +94,7 @@ class FileConvert(MethodView):
     def post(self) -> Any:
         """Convert an audio URL or upload; the answer carries task_id and conversion_id at once"""
         key_id = _caller()  # before the body is read, as is the key's room for one more job
-        service().require_slot(key_id)
+        service().limits.require_slot(key_id)
         upload = request.files.get("audio_file")
         has_file = upload is not None and bool(upload.filename or upload.content_length)
         body = file_conversion.job_body(request.form.to_dict(), has_file)
@@ -135,37 +130,3 @@ class ById(MethodView):
         if job is None or job.api_key_id != key_id or job.dialect != file_conversion.DIALECT:
             raise NotFound("Conversion not found.")
         return {"success": True, "conversion": file_conversion.conversion_json(job, config())}
-
-
-# This dialect's error shape, for every error raised under its prefix.
-
-@blp.errorhandler(ServiceError)
-def service_error(error: ServiceError) -> Any:
-    message = error.message
-    if isinstance(error, RequestInvalid) and error.errors and not isinstance(error, file_conversion.FieldInvalid):
-        field, messages = next(iter(error.errors.items()))
-        message = f"{_form_field(field)}: {messages[0]}"
-    return {"success": False, "error": message}, error.status, error.headers
-
-
-@blp.errorhandler(HTTPException)
-def http_error(error: HTTPException) -> Any:
-    code = error.code or 500
-    message = error.description if code < 500 else "Internal server error"
-    return {"success": False, "error": message or error.name}, code
-
-
-@blp.errorhandler(Exception)
-def unexpected(error: Exception) -> Any:
-    log.exception("unhandled error on %s %s", request.method, request.path)
-    return {"success": False, "error": "Internal server error"}, 500
-
-
-def _form_field(path: str) -> str:
-    """Name a `/v2` field path (from the job layer) as the form field it came from."""
-    for prefix, name in (("conversion.0.options.frequency", "target_sr"),
-                         ("conversion.0.options.audio_bitdepth", "target_bit_depth"),
-                         ("input.0.source", "audio_url"), ("callback", "webhook_url")):
-        if path.startswith(prefix):
-            return name
-    return path

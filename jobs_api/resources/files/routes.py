@@ -16,15 +16,16 @@ from marshmallow import Schema, fields, pre_load
 from redis.exceptions import RedisError
 from sqlalchemy import update
 
-from jobs_api import representation as rep
 from jobs_api.errors import Gone, NotAllowed, NotFound, RequestInvalid
-from jobs_api.jobs import EDITABLE, decode_base64
+from jobs_api.inputs import decode_base64
+from jobs_api.jobs import EDITABLE
 from jobs_api.models import Job, OutputFile, utcnow
-from jobs_api.resources.jobs.schemas import InputOut
+from jobs_api.queue import CONVERT_ARRIVING, enqueue, redis_for
+from jobs_api.representation import InputOut, aware
 from jobs_api.security import password_matches
 from jobs_api.throttle import PasswordFailures
-from jobs_api.web import ON_FILE, Blueprint, config, load_job, received_file, service, session, storage
-from workers.queue import enqueue, redis_for
+from jobs_api.uploads import ON_FILE, received_file
+from jobs_api.web import Blueprint, config, load_job, service, session, storage
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class UploadFile(MethodView):
             raise RequestInvalid("The uploaded file is empty.", {"file": ["the file has no content"]})
         item = service().accept_file(job, received.path, upload.filename, upload.content_type,
                                      checksum=received.sha256)
-        return rep.input_json(item)
+        return item
 
 
 @blp.route("/upload-base64/<job_id>")
@@ -93,20 +94,20 @@ class UploadBase64(MethodView):
                     )
                 handle.write(data)
             created.append(service().accept_file(job, Path(handle.name), item["filename"], None, kind="base64"))
-        return [rep.input_json(item) for item in created]
+        return created
 
 
 def _require_slot_if_starting(job: Job) -> None:
     """An upload that would start the job needs a free slot of its key (429 before any byte is read)."""
     if job.process and job.conversions and job.status in EDITABLE:
-        service().require_slot(job.api_key_id)
+        service().limits.require_slot(job.api_key_id)
 
 
 def _convert_while_arriving(job_id: str, path: Path) -> None:
-    """Queue the conversion of this upload as it arrives (workers/early.py); only a speed-up,
+    """Queue the conversion of this upload as it arrives (workers/upload_conversion.py); only a speed-up,
     so a queue that cannot take it does not fail the upload."""
     try:
-        enqueue(config(), "workers.tasks.convert_arriving", job_id, path.name)
+        enqueue(config(), CONVERT_ARRIVING, job_id, path.name)
     except RedisError:
         log.warning("could not queue the early conversion of job %s", job_id, exc_info=True)
 
@@ -121,7 +122,7 @@ def download(output_id: str) -> Response:
     output = session().get(OutputFile, output_id)
     if output is None:
         raise NotFound("Output not found.")
-    created = rep.aware(output.created_at)
+    created = aware(output.created_at)
     if output.status == "expired" or created + timedelta(seconds=config().output_ttl_seconds) <= utcnow():
         raise Gone("This output has expired and its file was deleted.")
     _require_password(output)

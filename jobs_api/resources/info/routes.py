@@ -8,7 +8,7 @@ from marshmallow import Schema, fields, validate
 
 from jobs_api import catalog
 from jobs_api.models import STATUS_INFO
-from jobs_api.resources.jobs.schemas import StatusOut
+from jobs_api.representation import StatusOut
 from jobs_api.web import Blueprint
 
 blp = Blueprint("info", __name__, url_prefix="/v2", description="Statuses and the conversions catalog")

@@ -6,11 +6,11 @@ from typing import Any
 from flask import Response, request
 from flask.views import MethodView
 
-from jobs_api import representation as rep
 from jobs_api.errors import NotFound, RequestInvalid
 from jobs_api.models import Conversion, InputFile, Job, OutputFile
+from jobs_api.representation import ConversionOut, HistoryOut, InputOut, JobOut, OutputOut
 from jobs_api.resources.jobs import schemas
-from jobs_api.web import Blueprint, api_key_id, config, load_job, service
+from jobs_api.web import Blueprint, api_key_id, load_job, service
 
 blp = Blueprint("jobs", __name__, url_prefix="/v2/jobs", description="Conversion jobs")
 
@@ -19,10 +19,6 @@ X_COUNT = {"X-Count": {"description": "Total number of matching jobs", "schema":
 IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"},
                "description": "The same key (printable ASCII, at most 255 characters) within 24 h "
                               "returns the job it created instead of creating another."}
-
-
-def _job(job: Job) -> dict[str, Any]:
-    return rep.job_json(job, config())
 
 
 def _idempotency_key() -> str | None:
@@ -45,32 +41,32 @@ def _find(items: list[Any], item_id: str, what: str) -> Any:
 @blp.route("")
 class Jobs(MethodView):
     @blp.arguments(schemas.JobListQuery, location="query")
-    @blp.response(200, schemas.JobOut(many=True), headers=X_COUNT)
+    @blp.response(200, JobOut(many=True), headers=X_COUNT)
     def get(self, query: dict[str, Any]) -> Any:
         """List the jobs of the calling key, newest first, 50 per page"""
         jobs, total = service().page(api_key_id(), query.get("status"), query["page"])
-        return [_job(job) for job in jobs], 200, {"X-Count": str(total)}
+        return jobs, 200, {"X-Count": str(total)}
 
     @blp.arguments(schemas.JobCreate)
-    @blp.response(201, schemas.JobOut)
+    @blp.response(201, JobOut)
     @blp.doc(parameters=[IDEMPOTENCY])
     def post(self, body: dict[str, Any]) -> Any:
         """Create a job; it starts at once when complete and process is true"""
-        return _job(service().create(api_key_id(), body, idempotency_key=_idempotency_key()))
+        return service().create(api_key_id(), body, idempotency_key=_idempotency_key())
 
 
 @blp.route("/<job_id>")
 class JobItem(MethodView):
-    @blp.response(200, schemas.JobOut)
+    @blp.response(200, JobOut)
     def get(self, job_id: str) -> Any:
         """Get a job"""
-        return _job(load_job(job_id))
+        return load_job(job_id)
 
     @blp.arguments(schemas.JobPatch)
-    @blp.response(200, schemas.JobOut)
+    @blp.response(200, JobOut)
     def patch(self, body: dict[str, Any], job_id: str) -> Any:
         """Change a job that has not started; {"process": true} starts it"""
-        return _job(service().update(load_job(job_id), body))
+        return service().update(load_job(job_id), body)
 
     @blp.response(204)
     def delete(self, job_id: str) -> Any:
@@ -81,39 +77,39 @@ class JobItem(MethodView):
 
 @blp.route("/<job_id>/history")
 class JobHistory(MethodView):
-    @blp.response(200, schemas.HistoryOut(many=True))
+    @blp.response(200, HistoryOut(many=True))
     def get(self, job_id: str) -> Any:
         """The job's changes of status"""
-        return [rep.event_json(event) for event in load_job(job_id).history]
+        return load_job(job_id).history
 
 
 @blp.route("/<job_id>/conversions")
 class Conversions(MethodView):
-    @blp.response(200, schemas.ConversionOut(many=True))
+    @blp.response(200, ConversionOut(many=True))
     def get(self, job_id: str) -> Any:
         """List the job's conversions"""
-        return [rep.conversion_json(item) for item in load_job(job_id).conversions]
+        return load_job(job_id).conversions
 
     @blp.arguments(schemas.ConversionSpec)
-    @blp.response(201, schemas.ConversionOut)
+    @blp.response(201, ConversionOut)
     def post(self, body: dict[str, Any], job_id: str) -> Any:
         """Add a conversion to a job that has not started"""
-        return rep.conversion_json(service().add_conversion(load_job(job_id), body))
+        return service().add_conversion(load_job(job_id), body)
 
 
 @blp.route("/<job_id>/conversions/<conversion_id>")
 class ConversionItem(MethodView):
-    @blp.response(200, schemas.ConversionOut)
+    @blp.response(200, ConversionOut)
     def get(self, job_id: str, conversion_id: str) -> Any:
         """Get one conversion"""
-        return rep.conversion_json(_conversion(job_id, conversion_id)[1])
+        return _conversion(job_id, conversion_id)[1]
 
     @blp.arguments(schemas.ConversionPatch)
-    @blp.response(200, schemas.ConversionOut)
+    @blp.response(200, ConversionOut)
     def patch(self, body: dict[str, Any], job_id: str, conversion_id: str) -> Any:
         """Change a conversion; options merge and null resets one"""
         job, item = _conversion(job_id, conversion_id)
-        return rep.conversion_json(service().update_conversion(job, item, body))
+        return service().update_conversion(job, item, body)
 
     @blp.response(204)
     def delete(self, job_id: str, conversion_id: str) -> Any:
@@ -130,31 +126,31 @@ def _conversion(job_id: str, conversion_id: str) -> tuple[Job, Conversion]:
 
 @blp.route("/<job_id>/input")
 class Inputs(MethodView):
-    @blp.response(200, schemas.InputOut(many=True))
+    @blp.response(200, InputOut(many=True))
     def get(self, job_id: str) -> Any:
         """List the job's inputs"""
-        return [rep.input_json(item) for item in load_job(job_id).inputs]
+        return load_job(job_id).inputs
 
     @blp.arguments(schemas.InputSpec)
-    @blp.response(201, schemas.InputOut)
+    @blp.response(201, InputOut)
     def post(self, body: dict[str, Any], job_id: str) -> Any:
         """Add an input (remote, base64 or input_id) to a job that has not started"""
-        return rep.input_json(service().add_input(load_job(job_id), body))
+        return service().add_input(load_job(job_id), body)
 
 
 @blp.route("/<job_id>/input/<input_id>")
 class InputItem(MethodView):
-    @blp.response(200, schemas.InputOut)
+    @blp.response(200, InputOut)
     def get(self, job_id: str, input_id: str) -> Any:
         """Get one input"""
-        return rep.input_json(_input(job_id, input_id)[1])
+        return _input(job_id, input_id)[1]
 
     @blp.arguments(schemas.InputPatch)
-    @blp.response(200, schemas.InputOut)
+    @blp.response(200, InputOut)
     def patch(self, body: dict[str, Any], job_id: str, input_id: str) -> Any:
         """Change an input's file name or options"""
         job, item = _input(job_id, input_id)
-        return rep.input_json(service().update_input(job, item, body))
+        return service().update_input(job, item, body)
 
     @blp.response(204)
     def delete(self, job_id: str, input_id: str) -> Any:
@@ -172,16 +168,16 @@ def _input(job_id: str, input_id: str) -> tuple[Job, InputFile]:
 @blp.route("/<job_id>/output")
 class Outputs(MethodView):
     @blp.arguments(schemas.OutputListQuery, location="query")
-    @blp.response(200, schemas.OutputOut(many=True))
+    @blp.response(200, OutputOut(many=True))
     def get(self, query: dict[str, Any], job_id: str) -> Any:
         """List the job's outputs (of one conversion or input, if asked)"""
-        return [rep.output_json(item, config()) for item in _outputs(job_id, query)]
+        return _outputs(job_id, query)
 
     @blp.arguments(schemas.OutputPatch)
-    @blp.response(200, schemas.OutputOut(many=True))
+    @blp.response(200, OutputOut(many=True))
     def patch(self, body: dict[str, Any], job_id: str) -> Any:
         """Rename every output or set their own download password"""
-        return [rep.output_json(item, config()) for item in service().update_outputs(_outputs(job_id, {}), body)]
+        return service().update_outputs(_outputs(job_id, {}), body)
 
 
 def _outputs(job_id: str, query: dict[str, Any]) -> list[OutputFile]:
@@ -192,16 +188,16 @@ def _outputs(job_id: str, query: dict[str, Any]) -> list[OutputFile]:
 
 @blp.route("/<job_id>/output/<output_id>")
 class OutputItem(MethodView):
-    @blp.response(200, schemas.OutputOut)
+    @blp.response(200, OutputOut)
     def get(self, job_id: str, output_id: str) -> Any:
         """Get one output"""
-        return rep.output_json(_output(job_id, output_id), config())
+        return _output(job_id, output_id)
 
     @blp.arguments(schemas.OutputPatch)
-    @blp.response(200, schemas.OutputOut)
+    @blp.response(200, OutputOut)
     def patch(self, body: dict[str, Any], job_id: str, output_id: str) -> Any:
         """Rename an output's download (the extension stays) or set its own download password"""
-        return rep.output_json(service().update_outputs([_output(job_id, output_id)], body)[0], config())
+        return service().update_outputs([_output(job_id, output_id)], body)[0]
 
     @blp.response(204)
     def delete(self, job_id: str, output_id: str) -> Any:

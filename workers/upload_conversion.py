@@ -1,15 +1,15 @@
-"""Converting an upload while it arrives.
+"""Converting an upload while it arrives (CONVERT_WHILE_UPLOADING).
 
 An upload into a job that has one conversion and no input yet (a plain WAV, converted
 without normalization or a start offset) would otherwise be converted only after its last
 byte, and after the client starts the job (the official SDK uploads into a job created with
-process=false, then starts it): on a 10-minute file, 0.2 s of upload or more before the
-conversion begins. So when the file part begins, the API queues
+process=false, then starts it): on a large file, a noticeable share of the job's time passes
+before the conversion begins. So when the file part begins, the API queues
 `workers.tasks.convert_arriving`, which feeds the file to ffmpeg's stdin as the API writes
 it, on a worker nobody else is waiting for. The upload is complete when the API renames the
 file into the inputs, and dropped when it unlinks it.
 
-The job's own task (`take`) uses the result only if it was made from that very file (the same
+The job's own run (`UploadConversion.take`) uses the result only if it was made from that very file (the same
 inode, size and modification time: the API never writes an input again) for the same
 conversion with the same ffmpeg command; its usual checks (output size, the seconds ffmpeg
 reported writing) then apply as to its own encode. Otherwise, or if this gave up, it converts
@@ -31,7 +31,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from jobs_api.storage import Storage
-from workers import ffmpeg, runner, wavheader
+from workers.ffmpeg import runner, wavheader
+from workers.ffmpeg.commands import convert_args, progress_seconds
+from workers.ffmpeg.plan import Limits, Plan, SourceInfo
 
 STALL_SECONDS = 2.0
 ASK_EVERY = 0.25  # seconds between looks at the queue for other jobs
@@ -39,11 +41,6 @@ WAIT_STEP = 0.005
 CHUNK = 1024 * 1024
 HEADER_BYTES = 1024 * 1024  # a WAV's header is there by then, or it is not a plain WAV
 INCOMING_NAME = re.compile(r"tmp[a-z0-9_]{1,32}")  # tempfile's names, nothing that could leave the folder
-
-
-def folder_of(storage: Storage, job_id: str) -> Path:
-    """Removed with the job's work folders (`Storage.remove_work_dirs`)."""
-    return storage.work_dir_path(job_id, "early")
 
 
 class Arrival:
@@ -80,7 +77,7 @@ class Arrival:
             return "complete"
         return "arriving" if named.st_ino == held.st_ino else "complete"
 
-    def source(self) -> ffmpeg.SourceInfo | None:
+    def source(self) -> SourceInfo | None:
         """The WAV's stream once its header has arrived; None if it is no plain WAV or the
         upload ended or stalled first."""
         waited_since = time.monotonic()
@@ -129,71 +126,77 @@ def _copy(source: int, out: int) -> bool:
     return os.splice(source, out, CHUNK) > 0
 
 
-def convert(storage: Storage, job_id: str, conversion_id: str, arrival: Arrival, plan: ffmpeg.Plan,
-            limits: ffmpeg.Limits, deadline_seconds: float, others_waiting: Callable[[], bool]) -> str:
-    """Convert the arriving file under the job's early folder; what happened, for RQ's log."""
-    folder = folder_of(storage, job_id)
-    try:
-        folder.mkdir(parents=True)
-    except FileExistsError:
-        return "skipped: converting already"
-    with (folder / "lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # `take` waits for this
-        output = folder / f"output.{plan.target.extension}"
-        reached = [0.0]
+class UploadConversion:
+    """A job's conversion of its arriving upload, in a folder of the job's own (removed with the
+    job's work folders, `Storage.remove_work_dirs`)."""
+
+    def __init__(self, storage: Storage, job_id: str, limits: Limits, deadline_seconds: float) -> None:
+        self.folder = storage.work_dir_path(job_id, "early")
+        self.limits, self.deadline_seconds = limits, deadline_seconds
+
+    def convert(self, conversion_id: str, arrival: Arrival, plan: Plan, others_waiting: Callable[[], bool]) -> str:
+        """Convert the arriving file; what happened, for RQ's log."""
+        folder = self.folder
         try:
-            runner.run_fed(ffmpeg.convert_args(None, output, plan, limits), arrival.feed,
-                           deadline_seconds=deadline_seconds, should_stop=runner.Every(ASK_EVERY, others_waiting),
-                           on_line=lambda line: _progress(line, reached))
-            result = {"conversion": conversion_id, "command": _command(plan, limits), "file": arrival.identity(),
-                      "output": output.name, "reached": reached[0]}
-            (folder / "result.tmp").write_text(json.dumps(result))
-            os.replace(folder / "result.tmp", folder / "result.json")
-        except (runner.ProcessFailed, OSError) as exc:
-            shutil.rmtree(folder, ignore_errors=True)
-            return f"gave up: {exc}"
-    return "converted"
+            folder.mkdir(parents=True)
+        except FileExistsError:
+            return "skipped: converting already"
+        with (folder / "lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # `take` waits for this
+            output = folder / f"output.{plan.target.extension}"
+            reached = [0.0]
+            try:
+                runner.run_fed(convert_args(None, output, plan, self.limits), arrival.feed,
+                               deadline_seconds=self.deadline_seconds,
+                               should_stop=runner.Every(ASK_EVERY, others_waiting),
+                               on_line=lambda line: _progress(line, reached))
+                result = {"conversion": conversion_id, "command": self.command(plan), "file": arrival.identity(),
+                          "output": output.name, "reached": reached[0]}
+                (folder / "result.tmp").write_text(json.dumps(result))
+                os.replace(folder / "result.tmp", folder / "result.json")
+            except (runner.ProcessFailed, OSError) as exc:
+                shutil.rmtree(folder, ignore_errors=True)
+                return f"gave up: {exc}"
+        return "converted"
 
+    def take(self, conversion_id: str, source: Path, plan: Plan, partial: Path,
+             should_stop: Callable[[], bool]) -> float | None:
+        """Move the conversion of `source` with `plan` to `partial`, waiting for it if it is
+        still running; the seconds ffmpeg reported writing, or None to convert as usual."""
+        folder = self.folder
+        try:
+            lock = (folder / "lock").open("r")
+        except FileNotFoundError:
+            return None
+        deadline = time.monotonic() + self.deadline_seconds
+        with lock:
+            while True:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if should_stop() or time.monotonic() > deadline:
+                        return None
+                    time.sleep(WAIT_STEP)
+            try:
+                result = json.loads((folder / "result.json").read_text())
+                usable = (result["conversion"] == conversion_id and result["command"] == self.command(plan)
+                          and result["file"] == _identity(os.stat(source)))
+                if usable:
+                    os.replace(folder / result["output"], partial)
+                    return float(result["reached"])
+                return None
+            except (OSError, ValueError, KeyError):
+                return None
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
 
-def _command(plan: ffmpeg.Plan, limits: ffmpeg.Limits) -> list[str]:
-    """What the plan makes ffmpeg do, to compare plans made in two processes."""
-    return ffmpeg.convert_args(None, Path("output"), plan, limits)
+    def command(self, plan: Plan) -> list[str]:
+        """What the plan makes ffmpeg do, to compare plans made in two processes."""
+        return convert_args(None, Path("output"), plan, self.limits)
 
 
 def _progress(line: str, reached: list[float]) -> None:
-    seconds = ffmpeg.progress_seconds(line)
+    seconds = progress_seconds(line)
     if seconds is not None:
         reached[0] = max(reached[0], seconds)
-
-
-def take(storage: Storage, job_id: str, conversion_id: str, source: Path, plan: ffmpeg.Plan, limits: ffmpeg.Limits,
-         partial: Path, should_stop: Callable[[], bool], deadline_seconds: float) -> float | None:
-    """Move the early conversion of `source` with `plan` to `partial`, waiting for it if it is
-    still running; the seconds ffmpeg reported writing, or None to convert as usual."""
-    folder = folder_of(storage, job_id)
-    try:
-        lock = (folder / "lock").open("r")
-    except FileNotFoundError:
-        return None
-    deadline = time.monotonic() + deadline_seconds
-    with lock:
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if should_stop() or time.monotonic() > deadline:
-                    return None
-                time.sleep(WAIT_STEP)
-        try:
-            result = json.loads((folder / "result.json").read_text())
-            usable = (result["conversion"] == conversion_id and result["command"] == _command(plan, limits)
-                      and result["file"] == _identity(os.stat(source)))
-            if usable:
-                os.replace(folder / result["output"], partial)
-                return float(result["reached"])
-            return None
-        except (OSError, ValueError, KeyError):
-            return None
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)

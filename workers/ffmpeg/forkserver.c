@@ -1,4 +1,4 @@
-/* A fork server for ffmpeg and ffprobe (workers/runner.py starts it; see its Forkserver).
+/* A fork server for ffmpeg and ffprobe (workers/ffmpeg/forkserver.py starts it; see its Forkserver).
  *
  * Debian's ffmpeg links 215 shared libraries. Binding their symbols at start-up is about
  * 200 million instructions: most of the CPU that converting a five-second clip costs. Loaded

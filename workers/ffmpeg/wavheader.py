@@ -1,10 +1,10 @@
 """What ffprobe would say about a plain PCM WAV file, read from its header in Python.
 
-Starting ffprobe costs about 70 ms here (loading ffmpeg's libraries), as much as encoding a
-short clip (bench/small_file.py). WAV is the most common input and its header says everything
+Starting ffprobe costs about as much as encoding a short clip: it loads all of ffmpeg's
+libraries (bench/small_file.py). WAV is the most common input and its header says everything
 a plan needs, so such files skip ffprobe. Anything unusual (no RIFF/WAVE, a codec other than
 integer or float PCM, extensible headers with padded samples, a data size that is unset or
-larger than the file) returns None and goes to ffprobe as before. ffmpeg still reads the file
+larger than the file) returns None and goes to ffprobe. ffmpeg still reads the file
 with the demuxer whitelist, so this changes what is measured, never what is accepted.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-from workers.ffmpeg import SourceInfo
+from workers.ffmpeg.plan import SourceInfo
 
 PCM, FLOAT, EXTENSIBLE = 0x0001, 0x0003, 0xFFFE
 CODECS = {(PCM, 8): "pcm_u8", (PCM, 16): "pcm_s16le", (PCM, 24): "pcm_s24le", (PCM, 32): "pcm_s32le",
@@ -22,7 +22,7 @@ MAX_CHUNKS = 64  # chunks before "data" worth walking; more is unusual enough fo
 
 def read(path: Path, arriving: bool = False) -> SourceInfo | None:
     """The file's one audio stream as ffprobe reports it, or None to ask ffprobe. `arriving`:
-    the file is still being written, so its data may not all be there yet (workers/early.py)."""
+    the file is still being written, so its data may not all be there yet (workers/upload_conversion.py)."""
     size = path.stat().st_size
     with path.open("rb") as handle:
         riff = handle.read(12)

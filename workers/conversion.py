@@ -1,0 +1,113 @@
+"""Converting one input for one conversion: probe it, plan each audio stream, encode each
+(taking a conversion made while the upload arrived, or normalizing), and check the result."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from jobs_api import catalog
+from jobs_api.inputs import display_name
+from jobs_api.lifecycle import record_note
+from jobs_api.models import Conversion, InputFile
+from workers import encoding, normalization, speech
+from workers.ffmpeg.plan import Limits, Plan, PlanInvalid, SourceInfo, plan_conversion, with_tags
+from workers.ffmpeg.probe import probe
+from workers.problems import ErrorCode, Failure, JobProblem, Stage, failures_of, plan_problem
+from workers.upload_conversion import UploadConversion
+
+if TYPE_CHECKING:
+    from workers.run import ConversionRun
+
+
+@dataclass(frozen=True)
+class Result:
+    """One converted audio stream, in the work folder until it is published."""
+
+    path: Path
+    filename: str
+    input_id: str
+    stream: int
+    metadata: dict[str, Any]
+
+
+@dataclass
+class Step:
+    """One conversion of one input: what each of the input's streams shares."""
+
+    conversion: Conversion
+    options: dict[str, Any]
+    item: InputFile
+    source: Path  # what ffmpeg reads: the input, or the speech made of its text
+    notes: list[str]  # options that did not apply, for the job's warnings
+
+
+def convert_input(run: ConversionRun, conversion: Conversion, options: dict[str, Any],
+                  item: InputFile) -> list[Result]:
+    """Convert every audio stream of one input."""
+    target = catalog.TARGETS[conversion.target]
+    step = Step(conversion, options, item, run.services.storage.input_path(item.storage_key or ""),
+                catalog.ignored_options(target, options, conversion.metadata_))
+    if speech.is_text(item):
+        step.source = speech.speak(run, step.source, options, run.work / f"{conversion.id}-{item.id}-speech.wav")
+    elif "language_tts" in conversion.options:
+        step.notes.append("language_tts ignored: the input is audio, not plain text.")
+    with failures_of(Stage.PROBE, deadline=run.deadline):
+        streams = probe(step.source)
+    stem = display_name(options.get("output_filename") or "") or Path(item.filename or "file").stem or "file"
+    results = []
+    for stream in streams:
+        name = f"{stem}-track{stream.stream + 1}" if len(streams) > 1 else stem
+        partial = run.work / f"{conversion.id}-{item.id}-{stream.stream}.{target.extension}"
+        metadata = convert_stream(run, step, stream, partial)
+        results.append(Result(partial, f"{name}.{target.extension}", item.id, stream.stream, metadata))
+    for note in dict.fromkeys(step.notes):
+        run.warn("conversion", conversion.id, ErrorCode.OPTION_IGNORED, note)
+    run.session.commit()
+    return results
+
+
+def convert_stream(run: ConversionRun, step: Step, stream: SourceInfo, partial: Path) -> dict[str, Any]:
+    """Encode one audio stream to `partial`; returns the result's metadata."""
+    plan = plan_for(run.limits, step.conversion, step.options, stream)
+    loudness = None
+    if plan.normalization is not None:
+        loudness = normalization.encode_normalized(run, step.source, partial, plan, step.notes)
+    elif not _take_upload_conversion(run, step, plan, partial):
+        encoding.encode(run, step.source, partial, plan)
+    if partial.stat().st_size >= run.config.max_output_bytes:
+        raise JobProblem(Failure.OUTPUT_TOO_LARGE, limit=run.config.max_output_bytes)
+    # ffmpeg's own progress report says how much it wrote: no ffprobe of the output, which
+    # costs as much as a short clip's encoding (bench/small_file.py).
+    written, expected = run.progress.reached, plan.duration
+    if expected - written > max(0.5, 0.1 * expected):
+        raise JobProblem(Failure.TRUNCATED, written=written, expected=expected)
+    metadata = encoding.metadata_of(plan, written, partial.stat().st_size)
+    if loudness:
+        metadata["loudness"] = loudness
+    return metadata
+
+
+def _take_upload_conversion(run: ConversionRun, step: Step, plan: Plan, partial: Path) -> bool:
+    """Use the conversion made while the upload arrived, if it was made of this very input
+    with this plan (workers/upload_conversion.py)."""
+    early = UploadConversion(run.services.storage, run.job.id, run.limits, run.deadline)
+    reached = early.take(step.conversion.id, step.source, plan, partial, run.stop_requested)
+    if reached is None:
+        return False
+    run.progress.reached = reached
+    with run.services.sessions() as session:
+        record_note(session, run.job.id, "Converted while the upload arrived.")
+        session.commit()
+    return True
+
+
+def plan_for(limits: Limits, conversion: Conversion, options: dict[str, Any], source: SourceInfo) -> Plan:
+    """How ffmpeg converts `source` for the conversion, or a JobProblem for the user."""
+    if source.duration > limits.max_duration:
+        raise JobProblem(Failure.TOO_LONG, seconds=source.duration, limit=limits.max_duration)
+    target = catalog.TARGETS[conversion.target]
+    try:
+        return with_tags(plan_conversion(target, options, source, limits), conversion.metadata_)
+    except PlanInvalid as exc:
+        raise plan_problem(exc) from exc

@@ -1,0 +1,142 @@
+"""One job's run on a worker: download its remote inputs, convert every input for every
+conversion, publish the results, and move the job to its end."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from jobs_api.config import Config
+from jobs_api.errors import RequestInvalid
+from jobs_api.lifecycle import transition
+from jobs_api.models import Conversion, Job, JobStatus
+from jobs_api.presets import PresetService
+from workers import download, outputs
+from workers.conversion import Result, convert_input
+from workers.delivery import announce
+from workers.ffmpeg import runner
+from workers.ffmpeg.plan import Limits
+from workers.problems import Canceled, Failure, JobProblem, error_entry, fail
+from workers.progress import StepProgress, cancel_check
+from workers.services import Services
+
+
+class ConversionRun:
+    """What every part of a job's run needs: the job and its session, the work folder, the
+    current step's progress, the limits, and the cancel check."""
+
+    def __init__(self, services: Services, session: Session, job: Job) -> None:
+        self.services, self.session, self.job = services, session, job
+        self.folder: Path | None = None  # the job's work folder, once converting
+        self.progress = StepProgress(services.sessions, job.id, 0, 1)
+        self.should_stop: runner.Every | None = None  # once processing: a cancel stops ffmpeg
+
+    @property
+    def work(self) -> Path:
+        """The job's work folder, where results wait until they are published."""
+        assert self.folder is not None, "the run has not entered its work folder"
+        return self.folder
+
+    @property
+    def config(self) -> Config:
+        return self.services.config
+
+    @property
+    def limits(self) -> Limits:
+        return self.services.limits
+
+    @property
+    def deadline(self) -> float:
+        """Seconds one ffmpeg run may take."""
+        return self.config.ffmpeg_timeout_seconds
+
+    def execute(self) -> str:
+        """The job's run, from downloading to its end: completed, failed or canceled."""
+        job, session = self.job, self.session
+        if not self._download_inputs():
+            return "failed"
+        if not transition(session, job.id, JobStatus.PROCESSING, allowed_from=[JobStatus.DOWNLOADING]):
+            raise Canceled()  # only a cancel moves a job out of downloading meanwhile
+        session.commit()
+        announce(self.services, session, job.id)
+        self.should_stop = cancel_check(self.services.sessions, job.id)
+        with self.services.storage.work_dir(job.id) as folder:
+            self.folder = folder
+            for number, conversion in enumerate(job.conversions):
+                if not self._convert(number, conversion):
+                    return "failed"
+        if not job.outputs:
+            fail(session, job.id, "job", job.id, JobProblem(Failure.NO_OUTPUT))
+            session.commit()
+            return "failed"
+        if not transition(session, job.id, JobStatus.COMPLETED, allowed_from=[JobStatus.PROCESSING], progress=100):
+            session.rollback()
+            return "canceled"
+        session.commit()
+        return "completed"
+
+    def _download_inputs(self) -> bool:
+        """Fetch every remote input; False if one failed the job."""
+        for item in self.job.inputs:
+            if item.storage_key is None and item.type == "remote":
+                try:
+                    download.fetch_input(self.services, self.session, item)
+                except JobProblem as problem:
+                    item.status = "failed"
+                    if self.report("input", item.id, problem, fatal=self.job.fail_on_input_error):
+                        return False
+        return True
+
+    def _convert(self, number: int, conversion: Conversion) -> bool:
+        """Convert every ready input for one conversion and publish the results; False if a
+        problem failed the job."""
+        job = self.job
+        ready = [item for item in job.inputs if item.status == "ready" and item.storage_key]
+        fatal = job.fail_on_conversion_error
+        try:
+            options = self.options_of(conversion)
+            # No read (a preset's, say) stays in a transaction while ffmpeg runs: on
+            # PostgreSQL, a connection idle in transaction all that time.
+            self.session.commit()
+            results: list[Result] = []
+            for index, item in enumerate(ready):
+                self.progress = StepProgress(self.services.sessions, job.id, number * len(ready) + index,
+                                             len(job.conversions) * len(ready))
+                try:
+                    results += convert_input(self, conversion, options, item)
+                except JobProblem as problem:
+                    if self.report("conversion", conversion.id, problem, fatal=fatal):
+                        return False
+            outputs.publish(self, conversion, options, results)
+        except JobProblem as problem:
+            return not self.report("conversion", conversion.id, problem, fatal=fatal)
+        return True
+
+    def options_of(self, conversion: Conversion) -> dict[str, Any]:
+        """The conversion's options over its preset's."""
+        return options_of(self.session, self.job, conversion)
+
+    def report(self, source: str, source_id: str, problem: JobProblem, *, fatal: bool) -> bool:
+        """Record a problem as the job's failure (returns True) or as a warning."""
+        if fatal:
+            fail(self.session, self.job.id, source, source_id, problem)
+            self.session.commit()
+            return True
+        self.warn(source, source_id, problem.code, problem.message)
+        self.session.commit()
+        return False
+
+    def warn(self, source: str, source_id: str, code: int, message: str) -> None:
+        self.job.warnings = [*self.job.warnings, error_entry(source, source_id, code, message)]
+
+    def stop_requested(self) -> bool:
+        return self.should_stop is not None and self.should_stop()
+
+
+def options_of(session: Session, job: Job, conversion: Conversion) -> dict[str, Any]:
+    """The conversion's options over its preset's; a problem if the preset is gone."""
+    try:
+        return PresetService(session).effective_options(job.api_key_id, conversion.options)
+    except RequestInvalid as exc:
+        raise JobProblem(Failure.PRESET_GONE, preset=conversion.options.get("preset")) from exc
