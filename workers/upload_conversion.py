@@ -9,10 +9,10 @@ before the conversion begins. So when the file part begins, the API queues
 it, on a worker nobody else is waiting for. The upload is complete when the API renames the
 file into the inputs, and dropped when it unlinks it.
 
-The job's own run (`UploadConversion.take`) uses the result only if it was made from that very file (the same
-inode, size and modification time: the API never writes an input again) for the same
-conversion with the same ffmpeg command; its usual checks (output size, the seconds ffmpeg
-reported writing) then apply as to its own encode. Otherwise, or if this gave up, it converts
+The job's own run (`UploadConversion.take`) uses the result only if it was made from that
+very file (the same inode, size and modification time: the API never writes an input again)
+for the same conversion with the same ffmpeg command; its usual checks (output size, the
+seconds ffmpeg reported writing) then apply as to its own encode. Otherwise, or if this gave up, it converts
 as usual. This gives up when the upload is dropped or stalls for STALL_SECONDS, and as soon
 as any other job waits for a worker: a slow client, or a job never started, does not hold a
 worker others need. A result never taken goes with the job's work folders, or with the
