@@ -2,9 +2,13 @@
 (real processes, ended each way)."""
 from __future__ import annotations
 
+import os
+import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import ffmpeg_runs
 
 from jobs_api import outbound
 from workers.ffmpeg import runner
@@ -23,10 +27,31 @@ def _problem(stage: Stage, script: str, output: Path | None = None, limit: int =
     return raised.value
 
 
+def _terminate_ffmpeg_once_started() -> Callable[[], bool]:
+    """A should_stop that never stops, but sends SIGTERM to this process's newest ffmpeg run
+    (as systemd or a deploy would) once it runs."""
+    sent: list[int] = []
+
+    def look() -> bool:
+        if not sent:
+            runs = ffmpeg_runs()
+            if runs:
+                sent.append(max(runs))
+                os.kill(sent[0], signal.SIGTERM)
+        return False
+
+    return look
+
+
 def test_a_conversion_killed_by_a_signal_is_not_a_damaged_input() -> None:
     killed = _problem(Stage.CONVERT, "kill -TERM $$")
     assert (killed.failure, killed.code) == (Failure.FFMPEG_SIGNAL, ErrorCode.CONVERSION_FAILED)
     assert killed.message == "The conversion was interrupted (sh was stopped by SIGTERM); please try again."
+    with pytest.raises(JobProblem) as raised, failures_of(Stage.CONVERT, deadline=30):
+        runner.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-f", "lavfi", "-i", "anoisesrc",
+                    "-f", "null", "-"], deadline_seconds=30,
+                   on_line=None, should_stop=_terminate_ffmpeg_once_started())
+    assert raised.value.failure == Failure.FFMPEG_SIGNAL  # ffmpeg caught SIGTERM, finished, exited 255
     damaged = _problem(Stage.CONVERT, "exit 1")
     assert (damaged.failure, damaged.code) == (Failure.FFMPEG_EXIT, ErrorCode.DAMAGED)
 

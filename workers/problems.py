@@ -118,6 +118,11 @@ class Canceled(Exception):
     """The job was canceled while it ran: it ends without an error."""
 
 
+# ffmpeg catches SIGINT and SIGTERM to finish its output, then exits with this status (5.x)
+# instead of dying by the signal; its errors exit with 1.
+FFMPEG_SIGNALED_EXIT = 255
+
+
 class Stage(Enum):
     """What a process ran for: the same ending means something else for each."""
 
@@ -154,6 +159,8 @@ def _process_problem(stage: Stage, exc: runner.ProcessFailed, deadline: float, o
         return JobProblem(Failure.TEXT_NOT_SPOKEN)
     if exc.returncode is not None and exc.returncode < 0:
         return JobProblem(Failure.FFMPEG_SIGNAL, program=exc.program, signal=signal.Signals(-exc.returncode).name)
+    if exc.program == "ffmpeg" and exc.returncode == FFMPEG_SIGNALED_EXIT:
+        return JobProblem(Failure.FFMPEG_SIGNAL, program=exc.program, signal="a signal")
     return JobProblem(Failure.FFMPEG_EXIT)
 
 
