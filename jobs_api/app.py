@@ -13,8 +13,11 @@ from jobs_api import file_conversion
 from jobs_api.config import Config
 from jobs_api.db import make_engine, make_sessionmaker
 from jobs_api.errors import ServiceError
+from jobs_api.health import Readiness
+from jobs_api.metrics import registry_for
 from jobs_api.resources.file_convert.routes import blp as file_convert_blp
 from jobs_api.resources.files.routes import blp as files_blp
+from jobs_api.resources.health.routes import blp as health_blp
 from jobs_api.resources.info.routes import blp as info_blp
 from jobs_api.resources.jobs.routes import blp as jobs_blp
 from jobs_api.resources.presets.routes import blp as presets_blp
@@ -56,10 +59,13 @@ def register_settings(app: Flask, config: Config) -> None:
 def register_services(app: Flask, config: Config) -> None:
     storage = Storage(config.storage_dir)
     storage.ensure()
+    sessions = make_sessionmaker(make_engine(config.database_url))
     app.extensions["jobs_api"] = {
         "config": config,
         "storage": storage,
-        "sessions": make_sessionmaker(make_engine(config.database_url)),
+        "sessions": sessions,
+        "readiness": Readiness(config, sessions, storage),
+        "metrics": registry_for(config, sessions, storage),
     }
     app.teardown_appcontext(close_session)
 
@@ -81,6 +87,7 @@ def register_api(app: Flask) -> None:
     app.extensions["jobs_api"]["api"] = api
     for blueprint in (jobs_blp, files_blp, info_blp, presets_blp, usage_blp, file_convert_blp):
         api.register_blueprint(blueprint)
+    app.register_blueprint(health_blp)  # for operators: left out of the API docs
     # The old PHP SDK sends presets without the /v2 prefix: same views, left out of the docs.
     app.register_blueprint(presets_blp, url_prefix="/presets", name="presets_unversioned")
 

@@ -72,6 +72,8 @@ class Config:
     max_jobs_per_minute: int = 120
     # Wrong download passwords one address may send within ten minutes before it gets 429.
     max_password_failures: int = 10
+    # /readyz fails when the storage folder has less room than this.
+    min_free_bytes: int = 1024 * MiB
     # Convert an upload that starts its job while it arrives (workers/upload_conversion.py).
     convert_while_uploading: bool = True
 
@@ -103,6 +105,7 @@ class Config:
             max_concurrent_jobs=_env_int("MAX_CONCURRENT_JOBS", defaults.max_concurrent_jobs),
             max_jobs_per_minute=_env_int("MAX_JOBS_PER_MINUTE", defaults.max_jobs_per_minute),
             max_password_failures=_env_int("MAX_PASSWORD_FAILURES", defaults.max_password_failures),
+            min_free_bytes=_env_int("MIN_FREE_BYTES", defaults.min_free_bytes),
             convert_while_uploading=bool(_env_int("CONVERT_WHILE_UPLOADING", int(defaults.convert_while_uploading))),
         )
 

@@ -301,8 +301,8 @@ def wait_for_port(port: int, seconds: float = 20) -> None:
 
 
 class LiveService:
-    def __init__(self, url: str, settings: Config, processes: list[subprocess.Popen[bytes]]) -> None:
-        self.url, self.settings, self.processes = url, settings, processes
+    def __init__(self, url: str, settings: Config, processes: list[subprocess.Popen[bytes]], logs: Path) -> None:
+        self.url, self.settings, self.processes, self.logs = url, settings, processes, logs
 
     def stop(self) -> None:
         for process in self.processes:
@@ -325,7 +325,7 @@ def start_service(settings: Config, logs: Path, extra_env: dict[str, str] | None
         subprocess.Popen([*command, "worker"], env=env, stdout=(logs / "worker.log").open("wb"),
                          stderr=subprocess.STDOUT, start_new_session=True),
     ]
-    service = LiveService(url, settings, processes)
+    service = LiveService(url, settings, processes, logs)
     try:
         wait_for_port(port)
     except RuntimeError:

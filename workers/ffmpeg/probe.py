@@ -32,6 +32,11 @@ def probe(path: Path) -> list[SourceInfo]:
     return parse_streams(runner.run(probe_args(path), deadline_seconds=PROBE_SECONDS))
 
 
+def prober_version() -> str:
+    """ffprobe's version line: that it starts at all (the API's readiness check)."""
+    return runner.run(["ffprobe", "-hide_banner", "-version"], deadline_seconds=PROBE_SECONDS).split("\n")[0]
+
+
 def probe_args(path: Path) -> list[str]:
     return [
         "ffprobe", *COMMON, *INPUT_GUARD,
