@@ -7,6 +7,8 @@ from typing import Any
 from flask import Flask, request
 from flask_smorest import Api
 from marshmallow import Schema, fields
+from redis.exceptions import RedisError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from jobs_api import file_conversion
@@ -96,6 +98,8 @@ def error_body(message: str, code: int, errors: dict[str, list[str]]) -> dict[st
     return {"message": message, "code": code, "errors": errors}
 
 
+RETRY_AFTER_OUTAGE = 5  # seconds: Redis or the database restarting is usually back by then
+
 # Every error is answered from one mapping; each dialect shapes the body its clients expect.
 ERROR_BODIES = {"file_convert": file_conversion.error_body}  # blueprint -> body shape; else /v2's
 
@@ -110,6 +114,20 @@ def register_error_handlers(app: Flask) -> None:
         code = error.code or 500
         message = error.description if code < 500 else "Internal server error"
         return _answer(code, message or error.name)
+
+    @app.errorhandler(RedisError)
+    def queue_down(error: RedisError) -> Any:
+        log.error("Redis unreachable on %s %s: %s", request.method, request.path, error)
+        return _answer(503, "The queue (Redis) cannot be reached; try again shortly.",
+                       headers={"Retry-After": str(RETRY_AFTER_OUTAGE)})
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(InterfaceError)
+    def database_down(error: DBAPIError) -> Any:
+        log.error("database unreachable on %s %s: %s", request.method, request.path,
+                  str(error.orig).splitlines()[0] if error.orig else type(error).__name__)
+        return _answer(503, "The database cannot be reached; try again shortly.",
+                       headers={"Retry-After": str(RETRY_AFTER_OUTAGE)})
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception) -> Any:

@@ -5,10 +5,12 @@ it. The tasks themselves live in `workers.tasks` (and the sweep in `workers.swee
 """
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from functools import cache
 
 from redis import Redis
+from redis.exceptions import RedisError
 from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
@@ -19,6 +21,8 @@ PROCESS_JOB = "workers.tasks.process_job"
 DELIVER_CALLBACK = "workers.tasks.deliver_callback"
 CONVERT_ARRIVING = "workers.tasks.convert_arriving"
 SWEEP = "workers.sweeper.sweep"
+
+log = logging.getLogger(__name__)
 
 
 @cache
@@ -40,6 +44,16 @@ def enqueue(config: Config, task: str, *args: object) -> None:
             task, *args, job_id=rq_job_id(task, args), job_timeout=config.job_deadline_seconds,
             result_ttl=3600, failure_ttl=7 * 86400, pipeline=batch)
         batch.execute()
+
+
+def enqueue_committed(config: Config, task: str, *args: object) -> None:
+    """`enqueue`, for work whose row is committed already. If Redis cannot be reached the work
+    is not lost: the sweeper queues again every job the database holds as queued and the queue
+    does not (workers/sweeper.py), once Redis and a worker are back."""
+    try:
+        enqueue(config, task, *args)
+    except RedisError as exc:
+        log.warning("Redis unreachable (%s); %s %s waits for the sweeper", exc, task, args[0] if args else "")
 
 
 def rq_job_id(task: str, args: tuple[object, ...]) -> str | None:

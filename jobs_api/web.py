@@ -19,7 +19,7 @@ from jobs_api.config import Config
 from jobs_api.errors import NotAuthenticated, NotFound, RequestInvalid
 from jobs_api.jobs import JobService
 from jobs_api.models import ApiKey, Job
-from jobs_api.queue import enqueue
+from jobs_api.queue import enqueue_committed
 from jobs_api.representation import shown_with
 from jobs_api.security import hash_secret
 from jobs_api.storage import Storage
@@ -50,7 +50,7 @@ def close_session(_exc: BaseException | None) -> None:
 
 def service() -> JobService:
     settings = config()
-    return JobService(session(), settings, storage(), lambda task, *args: enqueue(settings, task, *args))
+    return JobService(session(), settings, storage(), lambda task, *args: enqueue_committed(settings, task, *args))
 
 
 def _header(names: tuple[str, ...]) -> str | None:

@@ -67,7 +67,6 @@ class Failure(Enum):
     NO_OUTPUT = "no output"
     INTERNAL = "unexpected error"
     WORKER_GONE = "running past the job deadline"
-    LOST_FROM_QUEUE = "queued, but not in the queue"
 
 
 FAILURES: dict[Failure, tuple[ErrorCode, str]] = {
@@ -98,9 +97,6 @@ FAILURES: dict[Failure, tuple[ErrorCode, str]] = {
     Failure.INTERNAL: (ErrorCode.CONVERSION_FAILED, "An internal error stopped the conversion. Please try again."),
     Failure.WORKER_GONE: (
         ErrorCode.STUCK, "The job did not finish within {limit} s (its worker may have stopped); "
-                         "please submit it again."),
-    Failure.LOST_FROM_QUEUE: (
-        ErrorCode.STUCK, "The job was lost from the queue (Redis was emptied or restarted without its data); "
                          "please submit it again."),
 }
 

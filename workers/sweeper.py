@@ -1,5 +1,5 @@
-"""The sweeper: a task that deletes expired files and stray working files, fails jobs stuck
-past their deadline, and schedules its own next run.
+"""The sweeper: a task that deletes expired files and stray working files, queues again the
+jobs the queue lost, fails jobs stuck past their deadline, and schedules its own next run.
 
 Workers start it (`schedule`), RQ's scheduler inside every worker runs it, and one Redis key
 holds the RQ id of the one sweep that is scheduled, so a restart never starts a second chain.
@@ -12,14 +12,17 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+from redis import Redis
 from rq import get_current_job
+from rq.exceptions import NoSuchJobError
 from rq.job import Job as RQJob
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session, aliased
 
 from jobs_api.config import Config
+from jobs_api.lifecycle import record_note
 from jobs_api.models import FINISHED, InputFile, Job, JobStatus, OutputFile, utcnow
-from jobs_api.queue import PROCESS_JOB, SWEEP, enqueue_in, redis_for, rq_job_id
+from jobs_api.queue import PROCESS_JOB, SWEEP, enqueue, enqueue_in, redis_for, rq_job_id
 from jobs_api.storage import remove_quietly
 from workers.delivery import announce
 from workers.problems import Failure, JobProblem, fail
@@ -28,7 +31,10 @@ from workers.services import Services, worker_services
 log = logging.getLogger(__name__)
 
 STRAY_AFTER_SECONDS = 3600  # an incoming upload or work folder untouched this long is abandoned
-LOST_AFTER_SECONDS = 300  # a queued job whose queue entry is gone, after this long
+# A job the database holds as queued, whose queue entry is gone this long, is queued again:
+# Redis was restarted empty, or was unreachable when the API stored the job.
+REQUEUE_AFTER_SECONDS = 30
+WAITING = ("queued", "started", "scheduled", "deferred")  # RQ statuses of a task that will run
 
 
 def schedule(config: Config, after: int | None = None) -> None:
@@ -53,6 +59,7 @@ def sweep() -> dict[str, int]:
             done = {
                 "outputs_expired": _expire_outputs(services, session),
                 "inputs_deleted": _delete_old_inputs(services, session),
+                "jobs_requeued": _requeue_lost_jobs(services, session),
                 "jobs_failed": _fail_stuck_jobs(services, session),
                 "stray_files": _remove_strays(services, session),
             }
@@ -100,26 +107,40 @@ def _delete_old_inputs(services: Services, session: Session) -> int:
     return len(keys)
 
 
+def _requeue_lost_jobs(services: Services, session: Session) -> int:
+    """Queued in the database, not on the queue: queued again. Taking a job twice is safe, since
+    its task starts only a job that is still queued."""
+    since = utcnow() - timedelta(seconds=REQUEUE_AFTER_SECONDS)
+    queued = session.scalars(select(Job.id).where(Job.status == JobStatus.QUEUED.value, Job.modified_at <= since))
+    connection = redis_for(services.config.redis_url)
+    lost = [job_id for job_id in queued if not _waiting(rq_job_id(PROCESS_JOB, (job_id,)) or "", connection)]
+    for job_id in lost:
+        enqueue(services.config, PROCESS_JOB, job_id)
+        record_note(session, job_id, "Queued again: the queue had lost the job.")
+        session.commit()
+    return len(lost)
+
+
+def _waiting(rq_id: str, connection: Redis) -> bool:
+    try:
+        return RQJob.fetch(rq_id, connection=connection).get_status(refresh=False) in WAITING
+    except NoSuchJobError:
+        return False
+
+
 def _fail_stuck_jobs(services: Services, session: Session) -> int:
-    """Running past the deadline, or queued while the queue lost it: failed, and announced."""
-    now = utcnow()
+    """Running past the deadline (its worker must have died): failed, and announced."""
     deadline = services.config.job_deadline_seconds
     running = session.scalars(select(Job.id).where(
         Job.status.in_([JobStatus.DOWNLOADING.value, JobStatus.PROCESSING.value]),
-        Job.modified_at <= now - timedelta(seconds=deadline))).all()
-    queued = session.scalars(select(Job.id).where(
-        Job.status == JobStatus.QUEUED.value, Job.modified_at <= now - timedelta(seconds=LOST_AFTER_SECONDS))).all()
-    connection = redis_for(services.config.redis_url)
-    lost = [job_id for job_id in queued if not RQJob.exists(rq_job_id(PROCESS_JOB, (job_id,)) or "", connection)]
-    problems = {job_id: JobProblem(Failure.WORKER_GONE, limit=deadline) for job_id in running}
-    problems.update({job_id: JobProblem(Failure.LOST_FROM_QUEUE) for job_id in lost})
-    for job_id, problem in problems.items():
-        if fail(session, job_id, "job", job_id, problem):
+        Job.modified_at <= utcnow() - timedelta(seconds=deadline))).all()
+    for job_id in running:
+        if fail(session, job_id, "job", job_id, JobProblem(Failure.WORKER_GONE, limit=deadline)):
             session.commit()
             services.storage.remove_work_dirs(job_id)
             announce(services, session, job_id)
     session.commit()
-    return len(problems)
+    return len(running)
 
 
 def _remove_strays(services: Services, session: Session) -> int:

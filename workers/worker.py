@@ -11,9 +11,12 @@ seconds before (it extends a TTL of minutes), and a state is sent only when it c
 """
 from __future__ import annotations
 
+import logging
 import time
 
 from redis.client import Pipeline
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
@@ -23,6 +26,10 @@ from workers import sweeper
 from workers.services import worker_services
 
 SWITCH = "RQ_LEAN_WORKER"
+RECONNECT_FIRST_SECONDS = 1.0
+RECONNECT_MAX_SECONDS = 30.0
+
+log = logging.getLogger(__name__)
 
 
 class LeanWorker(SimpleWorker):
@@ -53,12 +60,26 @@ def worker_class() -> type[SimpleWorker]:
 
 
 def work(config: Config, burst: bool = False) -> None:
-    """Run tasks from the conversion queue until stopped (or, with `burst`, until it is empty)."""
-    queue = queue_for(config)
+    """Run tasks from the conversion queue until stopped (or, with `burst`, until it is empty).
+    Redis going away does not end the worker: it connects again, waiting longer each time, and
+    schedules the sweeper again (a Redis restarted empty has lost its schedule)."""
     worker_services()  # imports and the database engine now, not during the first job
-    sweeper.schedule(config, after=0)  # unless a sweep is scheduled already
-    # SimpleWorker runs tasks in this process instead of forking one per task: the database
-    # engine and imports are set up once, which is most of a short job's overhead
-    # (bench/small_file.py). ffmpeg still runs in its own process group under a deadline.
-    worker_class()([queue], connection=redis_for(config.redis_url), serializer=JSONSerializer).work(
-        burst=burst, with_scheduler=True)
+    delay = RECONNECT_FIRST_SECONDS
+    while True:
+        started = time.monotonic()
+        try:
+            sweeper.schedule(config, after=0)  # unless a sweep is scheduled already
+            # SimpleWorker runs tasks in this process instead of forking one per task: the
+            # database engine and imports are set up once, which is most of a short job's
+            # overhead (bench/small_file.py). ffmpeg still runs in its own process group.
+            worker_class()([queue_for(config)], connection=redis_for(config.redis_url),
+                           serializer=JSONSerializer).work(burst=burst, with_scheduler=True)
+            return
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            if burst:
+                raise
+            if time.monotonic() - started > RECONNECT_MAX_SECONDS:
+                delay = RECONNECT_FIRST_SECONDS  # it worked for a while: a new outage
+            log.warning("Redis unreachable (%s); the worker connects again in %.0f s", exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX_SECONDS)

@@ -1,0 +1,156 @@
+"""Redis and the database going away, with real processes: the test's own redis-server on a
+spare port, shut down and started again empty; a database address nothing answers on."""
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import create_key, free_port, make_audio, run_worker, service_env
+from redis import Redis
+from rq import Worker
+from sqlalchemy import update
+from test_health import _start_redis
+
+from jobs_api.app import create_app
+from jobs_api.config import Config
+from jobs_api.db import make_engine, make_sessionmaker
+from jobs_api.models import Job, utcnow
+from jobs_api.queue import SWEEP, queue_for
+from workers.services import worker_services
+
+
+class OwnRedis:
+    def __init__(self, folder: Path) -> None:
+        self.port, self.folder = free_port(), folder
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.server = _start_redis(self.port, folder)
+
+    def shut_down(self) -> None:
+        subprocess.run(["redis-cli", "-p", str(self.port), "shutdown", "nosave"], capture_output=True, check=False)
+        self.server.wait(timeout=10)
+
+    def start_empty(self) -> None:
+        self.server = _start_redis(self.port, self.folder)
+
+    def stop(self) -> None:
+        if self.server.poll() is None:
+            self.server.terminate()
+            self.server.wait(timeout=10)
+
+
+@pytest.fixture()
+def own_redis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[OwnRedis]:
+    """The in-process worker reads its settings from the environment, as in production."""
+    redis = OwnRedis(tmp_path)
+    monkeypatch.setenv("REDIS_URL", redis.url)
+    worker_services.cache_clear()
+    yield redis
+    redis.stop()
+    monkeypatch.undo()
+    worker_services.cache_clear()
+
+
+def _wav_job(tmp_path: Path, **extra: Any) -> dict[str, Any]:
+    wav = make_audio(tmp_path / "a.wav", seconds=1.0)
+    return {"input": [{"type": "base64", "source": base64.b64encode(wav.read_bytes()).decode()}],
+            "conversion": [{"target": "mp3"}], **extra}
+
+
+def test_a_job_posted_while_redis_is_down_runs_once_it_is_back(
+        config: Config, own_redis: OwnRedis, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    settings = config.replace(redis_url=own_redis.url)
+    client = create_app(settings).test_client()
+    headers = {"X-Oc-Api-Key": create_key(settings)}
+    own_redis.shut_down()
+    made = client.post("/v2/jobs", json=_wav_job(tmp_path), headers=headers)
+    assert made.status_code == 201 and made.get_json()["status"]["code"] == "queued"  # accepted: the row is the truth
+    assert "waits for the sweeper" in caplog.text
+    job_id = made.get_json()["id"]
+    assert client.get(f"/v2/jobs/{job_id}", headers=headers).status_code == 200  # reads need only the database
+
+    own_redis.start_empty()
+    with make_sessionmaker(make_engine(settings.database_url))() as session:  # as if 30 s had passed
+        session.execute(update(Job).where(Job.id == job_id).values(modified_at=utcnow() - timedelta(seconds=60)))
+        session.commit()
+    queue_for(settings).enqueue(SWEEP)
+    run_worker(settings)  # the sweep queues the job again; the same burst runs it
+    job = client.get(f"/v2/jobs/{job_id}", headers=headers).get_json()
+    history = client.get(f"/v2/jobs/{job_id}/history", headers=headers).get_json()
+    assert job["status"]["code"] == "completed"
+    assert any(event["info"] == "Queued again: the queue had lost the job." for event in history)
+
+
+def test_a_protected_download_answers_503_while_redis_is_down(
+        config: Config, own_redis: OwnRedis, tmp_path: Path) -> None:
+    settings = config.replace(redis_url=own_redis.url)
+    client = create_app(settings).test_client()
+    headers = {"X-Oc-Api-Key": create_key(settings)}
+    job = client.post("/v2/jobs", json=_wav_job(tmp_path, download_passwords=["secret"]), headers=headers).get_json()
+    run_worker(settings)
+    output = client.get(f"/v2/jobs/{job['id']}", headers=headers).get_json()["output"][0]
+    path = output["uri"].removeprefix(settings.public_url)
+    own_redis.shut_down()
+    refused = client.get(path, headers={"X-Oc-Download-Password": "secret"})
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "5"
+    assert "Redis" in refused.get_json()["message"]
+    own_redis.start_empty()
+    assert client.get(path, headers={"X-Oc-Download-Password": "secret"}).status_code == 200
+
+
+def test_requests_answer_503_with_one_log_line_while_the_database_is_down(
+        config: Config, caplog: pytest.LogCaptureFixture) -> None:
+    nowhere = config.replace(database_url=f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/test")
+    client = create_app(nowhere).test_client()
+    caplog.set_level(logging.ERROR)
+    for path, dialect_headers in (("/v2/jobs", {"X-Oc-Api-Key": "any"}),
+                                  ("/api/public/v1/byId?conversionType=FILE_CONVERT&task_id=x",
+                                   {"Authorization": "any"})):
+        caplog.clear()
+        answer = client.get(path, headers=dialect_headers)
+        assert answer.status_code == 503 and answer.headers["Retry-After"] == "5"
+        body = answer.get_json()
+        assert "database" in (body.get("message") or body.get("error"))
+        assert len(caplog.records) == 1 and caplog.records[0].exc_info is None
+    assert client.get("/livez").status_code == 200
+
+
+def test_a_worker_outlives_a_redis_restart_and_schedules_its_sweeper_again(
+        config: Config, own_redis: OwnRedis, tmp_path: Path) -> None:
+    settings = config.replace(redis_url=own_redis.url, queue_name="outage")
+    log = (tmp_path / "worker.log").open("wb")
+    worker = subprocess.Popen([sys.executable, "-m", "jobs_api.cli", "worker"], stdout=log, stderr=subprocess.STDOUT,
+                              env={**os.environ, **service_env(settings)}, start_new_session=True)
+    redis = Redis.from_url(own_redis.url)
+    sweep_key = f"jobs-api:{settings.queue_name}:next-sweep"
+    try:
+        _until(lambda: Worker.count(connection=redis, queue=queue_for(settings)) == 1)
+        own_redis.shut_down()
+        time.sleep(3)
+        assert worker.poll() is None, (tmp_path / "worker.log").read_text()[-2000:]
+        own_redis.start_empty()
+        _until(lambda: Worker.count(connection=redis, queue=queue_for(settings)) == 1 and bool(redis.exists(sweep_key)))
+        assert "the worker connects again" in (tmp_path / "worker.log").read_text()
+    finally:
+        os.killpg(worker.pid, 15)
+        worker.wait(timeout=30)
+
+
+def _until(condition: Any, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except Exception:  # noqa: BLE001 (Redis starting)
+            pass
+        time.sleep(0.1)
+    raise AssertionError("not within time")
