@@ -38,7 +38,7 @@ def gunicorn_args(host: str, port: str, app: str) -> list[str]:
         "gunicorn", "--bind", f"{host}:{port}", "--workers", workers,
         "--worker-class", "gthread", "--threads", os.environ.get("WEB_THREADS", "4"),
         "--timeout", "600", "--access-logfile", "-",
-        "--logger-class", "jobs_api.gunicorn_logging.AccessLogWithoutProbes",  # no line per probe
+        "--logger-class", "jobs_api.gunicorn_logging.ServiceLogger",  # no line per probe; LOG_FORMAT
         # The app is imported once, before the workers fork: they start at once instead of each
         # importing it on a core the conversions need. It opens no connection while imported.
         "--preload", app,

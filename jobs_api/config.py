@@ -36,6 +36,13 @@ def fence_on(switch: str) -> bool:
     return os.environ.get(switch, "1").strip() != "0"
 
 
+def _env_choice(name: str, choices: tuple[str, ...], default: str) -> str:
+    raw = os.environ.get(name, "").strip().lower() or default
+    if raw not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, not {raw!r}")
+    return raw
+
+
 def _env_list(name: str) -> tuple[str, ...]:
     raw = os.environ.get(name, "")
     return tuple(part.strip() for part in raw.split(",") if part.strip())
@@ -72,6 +79,8 @@ class Config:
     max_jobs_per_minute: int = 120
     # Wrong download passwords one address may send within ten minutes before it gets 429.
     max_password_failures: int = 10
+    # "text" or "json": one JSON object per log line, for the API, gunicorn and the worker.
+    log_format: str = "text"
     # /readyz fails when the storage folder has less room than this.
     min_free_bytes: int = 1024 * MiB
     # Convert an upload that starts its job while it arrives (workers/upload_conversion.py).
@@ -105,6 +114,7 @@ class Config:
             max_concurrent_jobs=_env_int("MAX_CONCURRENT_JOBS", defaults.max_concurrent_jobs),
             max_jobs_per_minute=_env_int("MAX_JOBS_PER_MINUTE", defaults.max_jobs_per_minute),
             max_password_failures=_env_int("MAX_PASSWORD_FAILURES", defaults.max_password_failures),
+            log_format=_env_choice("LOG_FORMAT", ("text", "json"), defaults.log_format),
             min_free_bytes=_env_int("MIN_FREE_BYTES", defaults.min_free_bytes),
             convert_while_uploading=bool(_env_int("CONVERT_WHILE_UPLOADING", int(defaults.convert_while_uploading))),
         )

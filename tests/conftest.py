@@ -306,7 +306,8 @@ class LiveService:
 
     def stop(self) -> None:
         for process in self.processes:
-            os.killpg(process.pid, 15)
+            if process.poll() is None:
+                os.killpg(process.pid, 15)
         for process in self.processes:
             process.wait(timeout=20)
 

@@ -3,6 +3,9 @@ values, reloads what it needs, and owns every later change of its job. The sweep
 point is `workers.sweeper.sweep`."""
 from __future__ import annotations
 
+import logging
+import time
+
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
@@ -21,10 +24,13 @@ from workers.upload_conversion import Arrival, UploadConversion
 # and the first output published does not load the empty list with a query of its own.
 WITH_OUTPUTS = (*WITH_SPEC, joinedload(Job.outputs))
 
+log = logging.getLogger(__name__)
+
 
 def process_job(job_id: str) -> str:
     """Run a queued job to its end: completed, failed or canceled ("skipped" if it was not queued)."""
     services = worker_services()
+    started = time.monotonic()
     with services.sessions() as session:
         job = session.get(Job, job_id, options=WITH_OUTPUTS)
         if job is None or not transition(session, job_id, JobStatus.DOWNLOADING, allowed_from=[JobStatus.QUEUED]):
@@ -42,12 +48,24 @@ def process_job(job_id: str) -> str:
             fail(session, job_id, "job", job_id, JobProblem(Failure.INTERNAL))
             session.commit()
             announce(services, session, job_id, last=True)
+            _log_outcome(job, "failed", started)
             raise
         if outcome == "canceled":
             outputs.discard(services.storage, session, job_id)
         else:
             announce(services, session, job_id, last=True)
+        _log_outcome(job, outcome, started)
         return outcome
+
+
+def _log_outcome(job: Job, outcome: str, started: float) -> None:
+    """One line per job: what an operator greps for (with LOG_FORMAT=json, its fields)."""
+    seconds = round(time.monotonic() - started, 3)
+    targets = ",".join(conversion.target for conversion in job.conversions)
+    code = job.errors[0].get("code") if outcome == "failed" and job.errors else None
+    log.log(logging.WARNING if outcome == "failed" else logging.INFO, "job %s %s in %.3f s (%s)%s",
+            job.id, outcome, seconds, targets, f", error {code}" if code else "",
+            extra={"job_id": job.id, "status": outcome, "targets": targets, "duration_s": seconds, "error_code": code})
 
 
 def convert_arriving(job_id: str, incoming_name: str) -> str:

@@ -8,19 +8,29 @@ each as three commands one by one, and sets the idle state twice. Here a heartbe
 round trip, skipped when one with the same time-out went out less than HEARTBEAT_AGAIN
 seconds before (it extends a TTL of minutes), and a state is sent only when it changes.
 `RQ_LEAN_WORKER=0` runs RQ's own SimpleWorker instead; CI runs the suite once that way.
+
+`work` starts a new worker when Redis comes back empty and ends one that lost Redis; with
+either class it reads RQ 3.0's `birth_date`, `key`, `pubsub_thread`, `scheduler._process` and
+`_shutdown_requested_date`.
 """
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import threading
 import time
 
 from redis.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import SimpleWorker
+from rq.exceptions import StopRequested
 from rq.serializers import JSONSerializer
 
 from jobs_api.config import Config, fence_on
+from jobs_api.logs import configure
 from jobs_api.queue import queue_for, redis_for
 from workers import sweeper
 from workers.services import worker_services
@@ -28,6 +38,7 @@ from workers.services import worker_services
 SWITCH = "RQ_LEAN_WORKER"
 RECONNECT_FIRST_SECONDS = 1.0
 RECONNECT_MAX_SECONDS = 30.0
+WATCH_EVERY_SECONDS = 2.0
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +65,13 @@ class LeanWorker(SimpleWorker):
         super().set_state(state, pipeline)
 
 
+def no_false_success(record: logging.LogRecord) -> bool:
+    """RQ calls every task that returned "Job OK", a failed job's too: tasks.process_job logs
+    each job's outcome itself."""
+    message = record.getMessage()
+    return "Job OK" not in message and not message.startswith("Successfully completed")
+
+
 def worker_class() -> type[SimpleWorker]:
     """LeanWorker unless the environment sets RQ_LEAN_WORKER=0."""
     return LeanWorker if fence_on(SWITCH) else SimpleWorker
@@ -62,24 +80,104 @@ def worker_class() -> type[SimpleWorker]:
 def work(config: Config, burst: bool = False) -> None:
     """Run tasks from the conversion queue until stopped (or, with `burst`, until it is empty).
     Redis going away does not end the worker: it connects again, waiting longer each time, and
-    schedules the sweeper again (a Redis restarted empty has lost its schedule)."""
+    when Redis comes back empty (its worker registry and the sweeper's schedule lost) the
+    worker starts anew, registered again and with the sweeper scheduled again."""
+    configure(config.log_format)
+    logging.getLogger("rq.worker").addFilter(no_false_success)
     worker_services()  # imports and the database engine now, not during the first job
     delay = RECONNECT_FIRST_SECONDS
     while True:
         started = time.monotonic()
+        watch: RedisWatch | None = None
+        worker: SimpleWorker | None = None
+        _take_stop_signals()
         try:
             sweeper.schedule(config, after=0)  # unless a sweep is scheduled already
             # SimpleWorker runs tasks in this process instead of forking one per task: the
             # database engine and imports are set up once, which is most of a short job's
             # overhead (bench/small_file.py). ffmpeg still runs in its own process group.
-            worker_class()([queue_for(config)], connection=redis_for(config.redis_url),
-                           serializer=JSONSerializer).work(burst=burst, with_scheduler=True)
+            worker = worker_class()([queue_for(config)], connection=redis_for(config.redis_url),
+                                    serializer=JSONSerializer)
+            watch = None if burst else RedisWatch(worker)
+            worker.work(burst=burst, with_scheduler=True)
+            if watch is None or not watch.forgotten:
+                return
+            log.warning("Redis restarted without this worker's registration; the worker starts anew")
+        except StopRequested:  # a stop that came before RQ's own handling could take it
+            _end_scheduler(worker)
             return
         except (RedisConnectionError, RedisTimeoutError) as exc:
             if burst:
                 raise
+            if _abandon(worker):
+                log.warning("the worker stops; Redis was unreachable as it did (%s)", exc)
+                return
             if time.monotonic() - started > RECONNECT_MAX_SECONDS:
                 delay = RECONNECT_FIRST_SECONDS  # it worked for a while: a new outage
             log.warning("Redis unreachable (%s); the worker connects again in %.0f s", exc, delay)
-            time.sleep(delay)
+            _take_stop_signals()
+            try:
+                time.sleep(delay)
+            except StopRequested:
+                return
             delay = min(delay * 2, RECONNECT_MAX_SECONDS)
+        finally:
+            if watch is not None:
+                watch.stop.set()
+
+
+def _abandon(worker: SimpleWorker | None) -> bool:
+    """Leave a worker that lost Redis: its pubsub thread would retry forever. True if it had
+    been asked to stop (SIGTERM reached RQ's handler, whose teardown then failed on Redis)."""
+    if worker is None:
+        return False
+    if worker.pubsub_thread is not None:
+        worker.pubsub_thread.stop()
+    return getattr(worker, "_shutdown_requested_date", None) is not None
+
+
+def _end_scheduler(worker: SimpleWorker | None) -> None:
+    """Kill the scheduler process RQ may have just forked: RQ's teardown did not run, and the
+    fork inherited the worker's signal handlers, so it may not stop on SIGTERM; a process left
+    running would keep this one waiting at exit."""
+    process = getattr(getattr(worker, "scheduler", None), "_process", None)
+    if process is not None and process.is_alive():
+        process.kill()
+        process.join(5)
+
+
+def _take_stop_signals() -> None:
+    """Between two of RQ's workers, SIGTERM and SIGINT stop this one: not swallowed by the last
+    worker's handler (RQ ignores a second signal within a second of the first), not too late."""
+    signal.signal(signal.SIGTERM, _stop_requested)
+    signal.signal(signal.SIGINT, _stop_requested)
+
+
+def _stop_requested(_signum: int, _frame: object) -> None:
+    raise StopRequested()
+
+
+class RedisWatch(threading.Thread):
+    """Stops the worker (as SIGTERM does: after its current task) once Redis answers again
+    without the worker's registration, which a Redis restarted empty has lost. RQ then goes on
+    dequeuing, but is missing from the registry and has lost its scheduler; `work` starts a
+    new worker instead."""
+
+    def __init__(self, worker: SimpleWorker) -> None:
+        super().__init__(name="redis-watch", daemon=True)
+        self.worker, self.forgotten, self.stop = worker, False, threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})  # they are the main thread's
+        while not self.stop.wait(WATCH_EVERY_SECONDS):
+            if self.worker.birth_date is None:
+                continue  # not registered yet: a missing key is a worker still starting
+            try:
+                registered = bool(self.worker.connection.exists(self.worker.key))
+            except RedisError:
+                continue  # down: RQ waits for it; look again when it answers
+            if not registered:
+                self.forgotten = True
+                os.kill(os.getpid(), signal.SIGTERM)  # RQ's own warm shutdown, from its signal handler
+                return
