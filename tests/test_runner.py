@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import resource
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -248,3 +250,43 @@ def test_without_the_server_ffmpeg_is_started_here(monkeypatch: pytest.MonkeyPat
         return True
 
     _run_until(_endless(f"title=exec-{os.getpid()}-{time.monotonic_ns()}"), parent)
+
+
+ORPHAN_CHECK = """
+import sys
+from workers.ffmpeg import runner
+print("started", flush=True)
+runner.run(["ffmpeg", "-hide_banner", "-nostdin", "-f", "lavfi", "-i", "anoisesrc", "-metadata",
+            "title=" + sys.argv[1], "-f", "null", "-"], deadline_seconds=600)
+"""
+
+
+@pytest.mark.parametrize("forkserver", ["1", "0"])
+def test_a_killed_worker_leaves_no_ffmpeg_behind(forkserver: str) -> None:
+    """kill -9 of the process that runs ffmpeg (as the OOM killer would do to a worker): its
+    ffmpeg goes within 2 s, forked from the fork server or exec'd."""
+    if forkserver == "1" and not Forkserver.LIBRARY.exists():
+        pytest.skip("scripts/setup.sh builds the fork server")
+    marker = f"orphan-{forkserver}-{os.getpid()}-{time.monotonic_ns()}"
+    parent = subprocess.Popen([sys.executable, "-c", ORPHAN_CHECK, marker], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "FFMPEG_FORKSERVER": forkserver}, cwd=Path(__file__).parent.parent)
+
+    def running() -> list[int]:
+        found = subprocess.run(["pgrep", "-f", f"title={marker}"], capture_output=True, text=True).stdout.split()
+        return [int(pid) for pid in found if int(pid) != parent.pid]
+
+    try:
+        assert parent.stdout is not None and parent.stdout.readline() == "started\n"
+        deadline = time.monotonic() + 20
+        while not running() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert running(), "ffmpeg did not start"
+        parent.kill()
+        parent.wait()
+        gone_by = time.monotonic() + 2
+        while running() and time.monotonic() < gone_by:
+            time.sleep(0.05)
+        assert running() == []
+    finally:
+        for pid in running():
+            os.kill(pid, signal.SIGKILL)

@@ -20,6 +20,9 @@
  * target numbers of the extra descriptors ("" or "5,7"), then argv. Its descriptors
  * (SCM_RIGHTS): stdin, stdout, stderr, the status socket, then the extras.
  * Status: "pid <n>\n", then "exit <code>\n" or "signal <n>\n".
+ *
+ * Keeper and run each ask the kernel for SIGKILL when their parent dies (PR_SET_PDEATHSIG): when
+ * the worker dies, the server sees its socket close and exits, and so do its keepers and runs.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -29,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -103,9 +107,12 @@ static void retitle(char **args, int count) {
 static void keep(const char *folder, char **argv, int argc, int *fds, int count, const int *targets) {
     signal(SIGCHLD, SIG_DFL);
     int status_fd = fds[3];
+    pid_t keeper = getpid();
     pid_t run = fork();
     if (run < 0) _exit(1);
     if (run == 0) {
+        /* Nothing outlives its worker: the run dies with its keeper, as the keeper with the server. */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != keeper) _exit(127);
         setsid();
         if (chdir(folder) < 0) _exit(127);
         arrange(fds, count, targets);
@@ -194,8 +201,11 @@ int __libc_start_main(main_fn main_, int argc, char **argv, void (*init)(void), 
         args[arg_count] = NULL;
         valid &= cursor >= end;  /* every argument fitted */
         if (valid && count >= 4 && count == 4 + target_count && arg_count > 0) {
+            pid_t server = getpid();
             pid_t keeper = fork();
             if (keeper == 0) {
+                /* The server exits when its runner's process is gone; the keeper and its run go too. */
+                if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != server) _exit(1);
                 close(control);
                 keep(folder, args, arg_count, fds, count, targets);
             }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import select
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -22,6 +23,10 @@ from workers.ffmpeg.forkserver import Forked, Forkserver
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.1
+# Nothing outlives its worker: an exec'd run gets SIGKILL when the thread that started it dies
+# (util-linux's setpriv sets PR_SET_PDEATHSIG, which the exec keeps). The fork server's runs
+# get the same from forkserver.c. Without setpriv, a run outlives a killed worker.
+DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") else []
 STDERR_TAIL = 8000  # enough for ebur128's and astats' summaries
 
 
@@ -195,7 +200,7 @@ class _Process:
             server = Forkserver.of(args[0])
             forked = server.start(args, stdin, self.stderr.fileno(), pass_fds) if server else None
             self.process = forked or subprocess.Popen(
-                args, stdin=stdin, stdout=subprocess.PIPE, stderr=self.stderr, pass_fds=pass_fds,
+                [*DIE_WITH_PARENT, *args], stdin=stdin, stdout=subprocess.PIPE, stderr=self.stderr, pass_fds=pass_fds,
                 start_new_session=True, text=True, errors="replace",
             )
         except BaseException:
