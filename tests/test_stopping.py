@@ -1,0 +1,89 @@
+"""Stopping is quick: an idle worker on SIGTERM (to it, or to its process group, as systemd and
+Docker send it), and the API with a worker on Ctrl-C, as scripts/run.sh runs them."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import free_port, service_env, wait_for_port
+
+from jobs_api.config import Config
+
+
+def _gone_within(processes: list[subprocess.Popen[bytes]], seconds: float) -> float:
+    start = time.monotonic()
+    for process in processes:
+        process.wait(timeout=max(0.1, seconds - (time.monotonic() - start)))
+    return time.monotonic() - start
+
+
+@pytest.mark.parametrize("target", ["process", "group"])
+def test_an_idle_worker_stops_within_two_seconds(config: Config, tmp_path: Path, target: str) -> None:
+    settings = config.replace(queue_name=f"stop-{target}")
+    log = tmp_path / "worker.log"
+    worker = subprocess.Popen([sys.executable, "-m", "jobs_api.cli", "worker"], stdout=log.open("wb"),
+                              stderr=subprocess.STDOUT, env={**os.environ, **service_env(settings)},
+                              start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while "Listening on" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # idle: waiting for work
+        if target == "process":
+            worker.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(worker.pid, signal.SIGTERM)
+        assert _gone_within([worker], 2.0) < 2.0 and worker.returncode == 0
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+
+
+def test_ctrl_c_stops_the_api_and_its_worker_within_five_seconds(config: Config, tmp_path: Path) -> None:
+    """scripts/run.sh's last lines: the worker in the background, the API in the foreground, one
+    process group, which a terminal's Ctrl-C sends SIGINT to as a whole."""
+    port = free_port()
+    settings = config.replace(queue_name="stop-run", public_url=f"http://127.0.0.1:{port}")
+    script = ('"$PY" -m jobs_api.cli worker & worker=$!\n'
+              "trap 'kill $worker 2>/dev/null || true' EXIT INT TERM\n"
+              '"$PY" -m jobs_api.cli serve\n')
+    log = tmp_path / "run.log"
+    env = {**os.environ, **service_env(settings), "PY": sys.executable, "PORT": str(port), "HOST": "127.0.0.1",
+           "WEB_CONCURRENCY": "2"}
+    shell = subprocess.Popen(["bash", "-c", script], stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                             start_new_session=True, env=env)
+    try:
+        wait_for_port(port)
+        deadline = time.monotonic() + 30
+        while "Listening on" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.killpg(shell.pid, signal.SIGINT)
+        start = time.monotonic()
+        while time.monotonic() - start < 5 and _group_alive(shell.pid):
+            time.sleep(0.05)
+        assert not _group_alive(shell.pid), log.read_text()[-3000:]
+        text = log.read_text()
+        assert "out of memory" not in text and "SIGKILL" not in text and "Traceback" not in text
+    finally:
+        if _group_alive(shell.pid):
+            os.killpg(shell.pid, signal.SIGKILL)
+        shell.wait()
+
+
+def _group_alive(group: int) -> bool:
+    """Whether any process of the group is left (zombies of the group count as gone)."""
+    found = subprocess.run(["pgrep", "-g", str(group)], capture_output=True, text=True).stdout.split()
+    for pid in found:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            return True
+    return False
