@@ -79,6 +79,8 @@ class Config:
     max_jobs_per_minute: int = 120
     # Wrong download passwords one address may send within ten minutes before it gets 429.
     max_password_failures: int = 10
+    # Seconds a running job may still take once its worker is asked to stop; then it is queued again.
+    stop_grace_seconds: int = 8
     # "text" or "json": one JSON object per log line, for the API, gunicorn and the worker.
     log_format: str = "text"
     # /readyz fails when the storage folder has less room than this.
@@ -114,6 +116,7 @@ class Config:
             max_concurrent_jobs=_env_int("MAX_CONCURRENT_JOBS", defaults.max_concurrent_jobs),
             max_jobs_per_minute=_env_int("MAX_JOBS_PER_MINUTE", defaults.max_jobs_per_minute),
             max_password_failures=_env_int("MAX_PASSWORD_FAILURES", defaults.max_password_failures),
+            stop_grace_seconds=_env_int("STOP_GRACE_SECONDS", defaults.stop_grace_seconds),
             log_format=_env_choice("LOG_FORMAT", ("text", "json"), defaults.log_format),
             min_free_bytes=_env_int("MIN_FREE_BYTES", defaults.min_free_bytes),
             convert_while_uploading=bool(_env_int("CONVERT_WHILE_UPLOADING", int(defaults.convert_while_uploading))),

@@ -91,6 +91,7 @@ def service_env(settings: Config) -> dict[str, str]:
         "MAX_JOBS_PER_MINUTE": str(settings.max_jobs_per_minute),
         "MAX_PASSWORD_FAILURES": str(settings.max_password_failures),
         "CONVERT_WHILE_UPLOADING": str(int(settings.convert_while_uploading)),
+        "STOP_GRACE_SECONDS": str(settings.stop_grace_seconds),
     }
 
 

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from rq import SimpleWorker
 from sqlalchemy import text
 
 from jobs_api.config import FENCES, fence_on
@@ -19,7 +18,7 @@ from jobs_api.gunicorn_body import SocketBody
 from jobs_api.sqlite_writers import QueuedWriter
 from workers.ffmpeg import runner
 from workers.ffmpeg.forkserver import Forkserver
-from workers.worker import LeanWorker, worker_class
+from workers.worker import ConversionWorker, LeanWorker, worker_class
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,7 +66,7 @@ def test_the_lean_worker_is_rqs_own_with_its_switch_off(monkeypatch: pytest.Monk
     monkeypatch.setenv("RQ_LEAN_WORKER", "1")
     assert worker_class() is LeanWorker
     monkeypatch.setenv("RQ_LEAN_WORKER", "0")
-    assert worker_class() is SimpleWorker
+    assert worker_class() is ConversionWorker  # RQ's SimpleWorker, told of stop requests and nothing more
 
 
 def test_the_socket_reader_steps_aside_with_its_switch_off(monkeypatch: pytest.MonkeyPatch) -> None:

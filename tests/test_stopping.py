@@ -7,11 +7,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import free_port, service_env, wait_for_port
+from conftest import create_key, free_port, make_audio, service_env, wait_for_port
 
+from jobs_api.app import create_app
 from jobs_api.config import Config
 
 
@@ -87,3 +89,54 @@ def _group_alive(group: int) -> bool:
         if state != "Z":
             return True
     return False
+
+
+def test_a_busy_worker_asked_to_stop_queues_its_job_again_for_the_next(
+        config: Config, tmp_path: Path, file_server: tuple[str, Path]) -> None:
+    """SIGTERM to the worker's process group while it converts (systemd, docker stop): after the
+    grace the job goes back to the queue, not to failed, and the next worker completes it."""
+    base, folder = file_server
+    make_audio(folder / "long.wav", seconds=600, rate=22050, channels=1)
+    settings = config.replace(queue_name="stop-busy", stop_grace_seconds=1)
+    client = create_app(settings).test_client()
+    headers = {"X-Oc-Api-Key": create_key(settings)}
+    job = client.post("/v2/jobs", headers=headers, json={
+        "input": [{"type": "remote", "source": f"{base}/long.wav"}],
+        "conversion": [{"target": "mp3", "options": {"normalize": True}}]}).get_json()
+
+    def status() -> str:
+        return str(client.get(f"/v2/jobs/{job['id']}", headers=headers).get_json()["status"]["code"])
+
+    first = _worker(settings, tmp_path / "first.log")
+    try:
+        _wait(lambda: status() == "processing")
+        os.killpg(first.pid, signal.SIGTERM)
+        assert _gone_within([first], settings.stop_grace_seconds + 5) and first.returncode == 0
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+    assert status() == "queued"
+    history = client.get(f"/v2/jobs/{job['id']}/history", headers=headers).get_json()
+    assert history[-1]["status"] == "queued" and "queued again" in history[-1]["info"]
+    second = _worker(settings, tmp_path / "second.log")
+    try:
+        _wait(lambda: status() in ("completed", "failed"), seconds=180)
+        done = client.get(f"/v2/jobs/{job['id']}", headers=headers).get_json()
+        assert done["status"]["code"] == "completed" and len(done["output"]) == 1
+    finally:
+        os.killpg(second.pid, signal.SIGTERM)
+        second.wait(timeout=30)
+
+
+def _worker(settings: Config, log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "jobs_api.cli", "worker"], stdout=log.open("wb"),
+                            stderr=subprocess.STDOUT, env={**os.environ, **service_env(settings)},
+                            start_new_session=True)
+
+
+def _wait(condition: Callable[[], bool], seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "not within time"
+        time.sleep(0.1)

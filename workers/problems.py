@@ -24,6 +24,7 @@ from jobs_api.models import Job, JobStatus
 from workers.ffmpeg import runner
 from workers.ffmpeg.plan import PlanInvalid
 from workers.ffmpeg.probe import NotAudio
+from workers.shutdown import Interrupted, Shutdown
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ def failures_of(stage: Stage, *, deadline: float, output: Path | None = None,
     try:
         yield
     except runner.ProcessStopped as exc:
-        raise Canceled() from exc
+        raise (Interrupted() if Shutdown.grace_over() else Canceled()) from exc
     except runner.ProcessFailed as exc:
         raise _process_problem(stage, exc, deadline, output, max_output_bytes) from exc
     except NotAudio as exc:

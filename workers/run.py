@@ -20,6 +20,7 @@ from workers.ffmpeg.plan import Limits
 from workers.problems import Canceled, Failure, JobProblem, error_entry, fail
 from workers.progress import StepProgress, cancel_check
 from workers.services import Services
+from workers.shutdown import Shutdown
 
 
 class ConversionRun:
@@ -131,7 +132,8 @@ class ConversionRun:
         self.job.warnings = [*self.job.warnings, error_entry(source, source_id, code, message)]
 
     def stop_requested(self) -> bool:
-        return self.should_stop is not None and self.should_stop()
+        """A runner's should_stop: the job was canceled, or the worker is stopping past its grace."""
+        return Shutdown.grace_over() or (self.should_stop is not None and self.should_stop())
 
 
 def options_of(session: Session, job: Job, conversion: Conversion) -> dict[str, Any]:

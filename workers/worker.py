@@ -7,7 +7,8 @@ heartbeat three times in a row there (after the job, before dequeuing the next a
 each as three commands one by one, and sets the idle state twice. Here a heartbeat is one
 round trip, skipped when one with the same time-out went out less than HEARTBEAT_AGAIN
 seconds before (it extends a TTL of minutes), and a state is sent only when it changes.
-`RQ_LEAN_WORKER=0` runs RQ's own SimpleWorker instead; CI runs the suite once that way.
+`RQ_LEAN_WORKER=0` runs without these two overrides (`ConversionWorker`, RQ's SimpleWorker
+telling a running job that the worker is stopping); CI runs the suite once that way.
 
 `work` starts a new worker when Redis comes back empty and ends one that lost Redis; with
 either class it reads RQ 3.0's `birth_date`, `key`, `pubsub_thread`, `scheduler._process` and
@@ -20,6 +21,7 @@ import os
 import signal
 import threading
 import time
+from types import FrameType
 
 from redis.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -34,6 +36,7 @@ from jobs_api.logs import configure
 from jobs_api.queue import queue_for, redis_for
 from workers import sweeper
 from workers.services import worker_services
+from workers.shutdown import Shutdown
 
 SWITCH = "RQ_LEAN_WORKER"
 RECONNECT_FIRST_SECONDS = 1.0
@@ -43,7 +46,15 @@ WATCH_EVERY_SECONDS = 2.0
 log = logging.getLogger(__name__)
 
 
-class LeanWorker(SimpleWorker):
+class ConversionWorker(SimpleWorker):
+    """RQ's SimpleWorker that tells a running job when it was asked to stop (workers/shutdown.py)."""
+
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        Shutdown.request()
+        super().request_stop(signum, frame)
+
+
+class LeanWorker(ConversionWorker):
     HEARTBEAT_AGAIN = 1.0
     _last_beat: tuple[float, int | None] = (float("-inf"), None)
 
@@ -74,7 +85,7 @@ def no_false_success(record: logging.LogRecord) -> bool:
 
 def worker_class() -> type[SimpleWorker]:
     """LeanWorker unless the environment sets RQ_LEAN_WORKER=0."""
-    return LeanWorker if fence_on(SWITCH) else SimpleWorker
+    return LeanWorker if fence_on(SWITCH) else ConversionWorker
 
 
 def work(config: Config, burst: bool = False) -> None:
@@ -84,6 +95,7 @@ def work(config: Config, burst: bool = False) -> None:
     worker starts anew, registered again and with the sweeper scheduled again."""
     configure(config.log_format)
     logging.getLogger("rq.worker").addFilter(no_false_success)
+    Shutdown.grace_seconds = config.stop_grace_seconds
     worker_services()  # imports and the database engine now, not during the first job
     delay = RECONNECT_FIRST_SECONDS
     while True:

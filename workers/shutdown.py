@@ -1,0 +1,24 @@
+"""The worker's own stop: once SIGTERM (or SIGINT) has reached it, a running job gets
+STOP_GRACE_SECONDS to finish; after that its ffmpeg is stopped and the job is queued again
+for another worker, not failed (docker stop waits 10 s before SIGKILL)."""
+from __future__ import annotations
+
+import time
+
+
+class Shutdown:
+    requested_at: float | None = None  # time.monotonic() of the first stop signal
+    grace_seconds: float = 8.0
+
+    @classmethod
+    def request(cls) -> None:
+        if cls.requested_at is None:
+            cls.requested_at = time.monotonic()
+
+    @classmethod
+    def grace_over(cls) -> bool:
+        return cls.requested_at is not None and time.monotonic() - cls.requested_at >= cls.grace_seconds
+
+
+class Interrupted(Exception):
+    """The worker is stopping and its grace is over: the job goes back to the queue."""
