@@ -98,7 +98,7 @@ def error_body(message: str, code: int, errors: dict[str, list[str]]) -> dict[st
     return {"message": message, "code": code, "errors": errors}
 
 
-RETRY_AFTER_OUTAGE = 5  # seconds: Redis or the database restarting is usually back by then
+RETRY_AFTER_OUTAGE = 5  # seconds a client is asked to wait while Redis or the database is away
 
 # Every error is answered from one mapping; each dialect shapes the body its clients expect.
 ERROR_BODIES = {"file_convert": file_conversion.error_body}  # blueprint -> body shape; else /v2's
@@ -124,8 +124,8 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(OperationalError)
     @app.errorhandler(InterfaceError)
     def database_down(error: DBAPIError) -> Any:
-        log.error("database unreachable on %s %s: %s", request.method, request.path,
-                  str(error.orig).splitlines()[0] if error.orig else type(error).__name__)
+        first_line = (str(error.orig or "").splitlines() or [type(error).__name__])[0]
+        log.error("database unreachable on %s %s: %s", request.method, request.path, first_line)
         return _answer(503, "The database cannot be reached; try again shortly.",
                        headers={"Retry-After": str(RETRY_AFTER_OUTAGE)})
 

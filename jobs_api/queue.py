@@ -47,13 +47,15 @@ def enqueue(config: Config, task: str, *args: object) -> None:
 
 
 def enqueue_committed(config: Config, task: str, *args: object) -> None:
-    """`enqueue`, for work whose row is committed already. If Redis cannot be reached the work
-    is not lost: the sweeper queues again every job the database holds as queued and the queue
-    does not (workers/sweeper.py), once Redis and a worker are back."""
+    """`enqueue`, for work whose row is committed already. If Redis cannot be reached a job is
+    not lost: the sweeper queues again every job the database holds as queued and the queue does
+    not (workers/sweeper.py), once Redis and a worker are back. A callback of a passing status
+    (queued, say) is not sent then; the final status's is, by the worker."""
     try:
         enqueue(config, task, *args)
     except RedisError as exc:
-        log.warning("Redis unreachable (%s); %s %s waits for the sweeper", exc, task, args[0] if args else "")
+        later = "waits for the sweeper" if task == PROCESS_JOB else "is dropped"
+        log.warning("Redis unreachable (%s); %s %s %s", exc, task, args[0] if args else "", later)
 
 
 def rq_job_id(task: str, args: tuple[object, ...]) -> str | None:
