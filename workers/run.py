@@ -12,6 +12,7 @@ from jobs_api.errors import RequestInvalid
 from jobs_api.lifecycle import transition
 from jobs_api.models import Conversion, Job, JobStatus
 from jobs_api.presets import PresetService
+from jobs_api.queue import PROCESS_JOB, enqueue_in
 from workers import download, outputs
 from workers.conversion import Result, convert_input
 from workers.delivery import announce
@@ -142,3 +143,22 @@ def options_of(session: Session, job: Job, conversion: Conversion) -> dict[str, 
         return PresetService(session).effective_options(job.api_key_id, conversion.options)
     except RequestInvalid as exc:
         raise JobProblem(Failure.PRESET_GONE, preset=conversion.options.get("preset")) from exc
+
+
+QUEUED_AGAIN = "The worker stopped before the job was done; it is queued again."
+
+
+def queue_again(services: Services, session: Session, job: Job) -> str:
+    """The worker is stopping: the job goes back to the queue, as it was before this attempt
+    (its inputs stay downloaded), for the next worker to run from the start."""
+    session.rollback()
+    outputs.discard(services.storage, session, job.id)
+    services.storage.remove_work_dirs(job.id)
+    if not transition(session, job.id, JobStatus.QUEUED, info=QUEUED_AGAIN,
+                      allowed_from=[JobStatus.DOWNLOADING, JobStatus.PROCESSING]):
+        session.rollback()
+        return "canceled"  # a cancel got there first
+    job.warnings, job.progress = [], None  # the next attempt notes them again
+    session.commit()
+    enqueue_in(services.config, 1, PROCESS_JOB, job.id)
+    return "queued again"

@@ -7,17 +7,17 @@ import logging
 import time
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import joinedload
 
 from jobs_api.lifecycle import transition
 from jobs_api.models import WITH_SPEC, Job, JobStatus
-from jobs_api.queue import PROCESS_JOB, enqueue_in, queue_for, rq_job_id
+from jobs_api.queue import PROCESS_JOB, queue_for, rq_job_id
 from workers import outputs
 from workers.conversion import plan_for
 from workers.delivery import Attempt, announce, deliver
 from workers.problems import Canceled, Failure, JobProblem, fail
-from workers.run import ConversionRun, options_of
-from workers.services import Services, worker_services
+from workers.run import ConversionRun, options_of, queue_again
+from workers.services import worker_services
 from workers.shutdown import Interrupted
 from workers.upload_conversion import Arrival, UploadConversion
 
@@ -26,7 +26,6 @@ from workers.upload_conversion import Arrival, UploadConversion
 WITH_OUTPUTS = (*WITH_SPEC, joinedload(Job.outputs))
 
 log = logging.getLogger(__name__)
-QUEUED_AGAIN = "The worker stopped before the job was done; it is queued again."
 
 
 def process_job(job_id: str) -> str:
@@ -44,7 +43,7 @@ def process_job(job_id: str) -> str:
         except Canceled:
             outcome = "canceled"
         except Interrupted:
-            outcome = _queue_again(services, session, job)
+            outcome = queue_again(services, session, job)
         except Exception:
             # Unexpected: the job fails with a generic message; details go to the log
             # (and to RQ's failed registry when we re-raise).
@@ -60,22 +59,6 @@ def process_job(job_id: str) -> str:
             announce(services, session, job_id, last=True)
         _log_outcome(job, outcome, started)
         return outcome
-
-
-def _queue_again(services: Services, session: Session, job: Job) -> str:
-    """The worker is stopping: the job goes back to the queue, as it was before this attempt
-    (its inputs stay downloaded), for the next worker to run from the start."""
-    session.rollback()
-    outputs.discard(services.storage, session, job.id)
-    services.storage.remove_work_dirs(job.id)
-    if not transition(session, job.id, JobStatus.QUEUED, info=QUEUED_AGAIN,
-                      allowed_from=[JobStatus.DOWNLOADING, JobStatus.PROCESSING]):
-        session.rollback()
-        return "canceled"  # a cancel got there first
-    job.warnings, job.progress = [], None  # the next attempt notes them again
-    session.commit()
-    enqueue_in(services.config, 1, PROCESS_JOB, job.id)
-    return "queued again"
 
 
 def _log_outcome(job: Job, outcome: str, started: float) -> None:
