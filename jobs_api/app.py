@@ -16,6 +16,7 @@ from jobs_api.config import Config
 from jobs_api.db import make_engine, make_sessionmaker
 from jobs_api.errors import ServiceError
 from jobs_api.health import Readiness
+from jobs_api.logs import one_line
 from jobs_api.metrics import registry_for
 from jobs_api.resources.file_convert.routes import blp as file_convert_blp
 from jobs_api.resources.files.routes import blp as files_blp
@@ -124,8 +125,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(OperationalError)
     @app.errorhandler(InterfaceError)
     def database_down(error: DBAPIError) -> Any:
-        first_line = (str(error.orig or "").splitlines() or [type(error).__name__])[0]
-        log.error("database unreachable on %s %s: %s", request.method, request.path, first_line)
+        log.error("database unreachable on %s %s: %s", request.method, request.path, one_line(error.orig or error))
         return _answer(503, "The database cannot be reached; try again shortly.",
                        headers={"Retry-After": str(RETRY_AFTER_OUTAGE)})
 

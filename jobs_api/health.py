@@ -15,18 +15,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from redis import Redis
 from rq import Worker
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from jobs_api.config import Config
-from jobs_api.queue import queue_for
+from jobs_api.logs import one_line
+from jobs_api.queue import probe_redis_for, queue_for
 from jobs_api.storage import Storage
 from workers.ffmpeg.probe import prober_version
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
-REDIS_TIMEOUT_SECONDS = 2.0
 PROBER_CHECK_EVERY = 60.0  # ffprobe does not come and go: its check is kept this long
 
 
@@ -54,8 +53,7 @@ class Readiness:
 
     def __init__(self, config: Config, sessions: sessionmaker[Session], storage: Storage) -> None:
         self.config, self.sessions, self.storage = config, sessions, storage
-        self.redis = Redis.from_url(config.redis_url, socket_timeout=REDIS_TIMEOUT_SECONDS,
-                                    socket_connect_timeout=REDIS_TIMEOUT_SECONDS)
+        self.redis = probe_redis_for(config.redis_url)
         self.prober: tuple[float, Check] | None = None
 
     def report(self) -> dict[str, Any]:
@@ -73,9 +71,9 @@ class Readiness:
 
     def workers(self) -> Check:
         try:
-            count = Worker.count(connection=self.redis, queue=queue_for(self.config))
+            count = Worker.count(connection=self.redis, queue=queue_for(self.config, self.redis))
         except Exception as exc:  # Redis down: its own check fails the report
-            return Check("workers:count", FAIL, output=_reason(exc))
+            return Check("workers:count", FAIL, output=one_line(exc))
         return Check("workers:count", PASS if count else WARN, count,
                      output=None if count else "no live worker: jobs wait in the queue until one starts")
 
@@ -87,7 +85,7 @@ class Readiness:
             probe_file.unlink()
             free = shutil.disk_usage(root).free
         except OSError as exc:
-            return Check("storage:freeBytes", FAIL, output=f"the storage folder is not writable: {_reason(exc)}")
+            return Check("storage:freeBytes", FAIL, output=f"the storage folder is not writable: {one_line(exc)}")
         enough = free >= self.config.min_free_bytes
         return Check("storage:freeBytes", PASS if enough else FAIL, free, "bytes",
                      None if enough else f"less than {self.config.min_free_bytes} bytes free (MIN_FREE_BYTES)")
@@ -98,7 +96,7 @@ class Readiness:
         try:
             check = Check("ffprobe:version", PASS, prober_version())
         except Exception as exc:
-            check = Check("ffprobe:version", FAIL, output=f"ffprobe does not run: {_reason(exc)}")
+            check = Check("ffprobe:version", FAIL, output=f"ffprobe does not run: {one_line(exc)}")
         self.prober = (time.monotonic(), check)
         return check
 
@@ -112,10 +110,6 @@ def _timed(name: str, action: Callable[[], object]) -> Check:
     try:
         action()
     except Exception as exc:
-        return Check(name, FAIL, output=_reason(exc))
+        return Check(name, FAIL, output=one_line(exc))
     return Check(name, PASS, round((time.perf_counter() - start) * 1000, 2), "ms")
 
-
-def _reason(exc: Exception) -> str:
-    """The first line of what went wrong, without a traceback."""
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")

@@ -41,3 +41,9 @@ def configure(log_format: str, level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level)
+
+
+def one_line(error: BaseException) -> str:
+    """What went wrong, on one line and without a traceback: its type and its message's first line."""
+    lines = str(error).splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from jobs_api.config import Config
 from jobs_api.models import FINISHED, Conversion, Job, JobEvent, JobStatus
-from jobs_api.queue import queue_for
+from jobs_api.queue import probe_redis_for, queue_for
 from jobs_api.storage import Storage
 
 PREFIX = "jobs_api"
@@ -74,7 +74,7 @@ class ServiceCollector(Collector):
         family = HistogramMetricFamily(f"{PREFIX}_job_duration_seconds",
                                        "Seconds from a job's creation to its end, by target", labels=["target"])
         for target, count, total, *within in rows:
-            buckets = [(_bound(bound), float(n or 0)) for bound, n in zip(DURATION_BUCKETS, within, strict=True)]
+            buckets = [(str(bound), float(n or 0)) for bound, n in zip(DURATION_BUCKETS, within, strict=True)]
             family.add_metric([target], [*buckets, ("+Inf", float(count))], float(total))
         return family
 
@@ -102,7 +102,7 @@ class ServiceCollector(Collector):
     def _queue(self) -> Iterator[Metric]:
         up = GaugeMetricFamily(f"{PREFIX}_redis_up", "Whether Redis answered this scrape")
         try:
-            queue = queue_for(self.config)
+            queue = queue_for(self.config, self.redis)
             depth, workers = queue.count, Worker.all(connection=self.redis, queue=queue)
         except Exception:  # Redis down: say so, and still report what the database knows
             up.add_metric([], 0)
@@ -129,8 +129,7 @@ class ServiceCollector(Collector):
 
 def registry_for(config: Config, sessions: sessionmaker[Session], storage: Storage) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    redis = Redis.from_url(config.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
-    registry.register(ServiceCollector(config, sessions, storage, redis))
+    registry.register(ServiceCollector(config, sessions, storage, probe_redis_for(config.redis_url)))
     return registry
 
 
@@ -138,7 +137,3 @@ def _seconds_between(session: Session, start: Any, end: Any) -> Any:
     if session.get_bind().dialect.name == "sqlite":
         return (func.julianday(end) - func.julianday(start)) * 86400.0
     return func.extract("epoch", end - start)
-
-
-def _bound(value: float) -> str:
-    return str(value)

@@ -25,13 +25,23 @@ SWEEP = "workers.sweeper.sweep"
 log = logging.getLogger(__name__)
 
 
+PROBE_TIMEOUT_SECONDS = 2.0
+
+
 @cache
 def redis_for(url: str) -> Redis:
     return Redis.from_url(url)
 
 
-def queue_for(config: Config) -> Queue:
-    return Queue(config.queue_name, connection=redis_for(config.redis_url), serializer=JSONSerializer)
+@cache
+def probe_redis_for(url: str) -> Redis:
+    """A client that gives up after PROBE_TIMEOUT_SECONDS, for /readyz and /metrics: a Redis
+    that hangs must not hang them."""
+    return Redis.from_url(url, socket_timeout=PROBE_TIMEOUT_SECONDS, socket_connect_timeout=PROBE_TIMEOUT_SECONDS)
+
+
+def queue_for(config: Config, connection: Redis | None = None) -> Queue:
+    return Queue(config.queue_name, connection=connection or redis_for(config.redis_url), serializer=JSONSerializer)
 
 
 def enqueue(config: Config, task: str, *args: object) -> None:
