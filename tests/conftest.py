@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -320,13 +320,7 @@ def start_service(settings: Config, logs: Path, extra_env: dict[str, str] | None
     settings = settings.replace(public_url=url)
     env = {**os.environ, **service_env(settings), "PORT": str(port), "HOST": "127.0.0.1",
            "WEB_CONCURRENCY": "2", **(extra_env or {})}
-    command = [sys.executable, "-m", "jobs_api.cli"]
-    processes = [
-        subprocess.Popen([*command, "serve"], env=env, stdout=(logs / "api.log").open("wb"),
-                         stderr=subprocess.STDOUT, start_new_session=True),
-        subprocess.Popen([*command, "worker"], env=env, stdout=(logs / "worker.log").open("wb"),
-                         stderr=subprocess.STDOUT, start_new_session=True),
-    ]
+    processes = [_command("serve", env, logs / "api.log"), _command("worker", env, logs / "worker.log")]
     service = LiveService(url, settings, processes, logs)
     try:
         wait_for_port(port)
@@ -334,6 +328,57 @@ def start_service(settings: Config, logs: Path, extra_env: dict[str, str] | None
         service.stop()
         raise
     return service
+
+
+def start_worker(settings: Config, log: Path) -> subprocess.Popen[bytes]:
+    """`jobs-api worker` as a process of its own, in a process group of its own."""
+    return _command("worker", {**os.environ, **service_env(settings)}, log)
+
+
+def _command(name: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "jobs_api.cli", name], env=env, stdout=log.open("wb"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = 30, state: Callable[[], str] = lambda: "") -> None:
+    """Until `condition()` holds (an exception counts as not yet: a service may be starting);
+    `state()` says what was seen instead, if it never does."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except Exception:  # noqa: BLE001
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"not within {seconds} s: {state()}")
+
+
+class OwnRedis:
+    """A redis-server of the test's own on a spare port, to shut down and start again empty."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port, self.folder = free_port(), folder
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.server = self._start()
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        server = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                   "--appendonly", "no", "--dir", str(self.folder)], stdout=subprocess.DEVNULL)
+        wait_for_port(self.port)
+        return server
+
+    def shut_down(self) -> None:
+        subprocess.run(["redis-cli", "-p", str(self.port), "shutdown", "nosave"], capture_output=True, check=False)
+        self.server.wait(timeout=10)
+
+    def start_empty(self) -> None:
+        self.server = self._start()
+
+    def stop(self) -> None:
+        if self.server.poll() is None:
+            self.server.terminate()
+            self.server.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")

@@ -3,16 +3,12 @@ and one of the test's own that it stops and starts), the database, the storage f
 from __future__ import annotations
 
 import base64
-import shutil
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import requests
-from conftest import LiveService, free_port, make_audio, run_worker, wait_for_port
+from conftest import LiveService, OwnRedis, make_audio, run_worker, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from jobs_api.app import create_app
@@ -50,45 +46,24 @@ def test_readyz_fails_when_the_storage_has_no_room(config: Config) -> None:
     assert check["status"] == "fail" and "MIN_FREE_BYTES" in check["output"]
 
 
-@pytest.fixture()
-def own_redis(tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    """A redis-server of this test's own on a spare port: (port, its folder)."""
-    port = free_port()
-    server = _start_redis(port, tmp_path)
-    yield port, tmp_path
-    server.terminate()
-    server.wait(timeout=10)
-
-
-def _start_redis(port: int, folder: Path) -> subprocess.Popen[bytes]:
-    server = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind",
-                               "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(folder)],
-                              stdout=subprocess.DEVNULL)
-    wait_for_port(port)
-    return server
-
-
-def test_readyz_turns_503_while_redis_is_down_and_200_after(config: Config, own_redis: tuple[int, Path]) -> None:
-    port, folder = own_redis
-    client = create_app(config.replace(redis_url=f"redis://127.0.0.1:{port}/0")).test_client()
-    assert client.get("/readyz").status_code == 200
-    subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"], check=False, capture_output=True)
-    deadline = time.monotonic() + 10
-    while client.get("/readyz").status_code != 503 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    down = client.get("/readyz")
-    redis_check = down.get_json()["checks"]["redis:responseTime"][0]
-    assert down.status_code == 503 and redis_check["status"] == "fail" and "Connection" in redis_check["output"]
-    assert down.get_json()["checks"]["database:responseTime"][0]["status"] == "pass"
-    assert client.get("/livez").status_code == 200  # the process still answers
-    metrics = client.get("/metrics").get_data(as_text=True)
-    assert "jobs_api_redis_up 0.0" in metrics and "jobs_api_database_up 1.0" in metrics
-    server = _start_redis(port, folder)
+def test_readyz_turns_503_while_redis_is_down_and_200_after(config: Config, tmp_path: Path) -> None:
+    own_redis = OwnRedis(tmp_path)
     try:
+        client = create_app(config.replace(redis_url=own_redis.url)).test_client()
+        assert client.get("/readyz").status_code == 200
+        own_redis.shut_down()
+        wait_until(lambda: client.get("/readyz").status_code == 503, seconds=10)
+        down = client.get("/readyz")
+        redis_check = down.get_json()["checks"]["redis:responseTime"][0]
+        assert down.status_code == 503 and redis_check["status"] == "fail" and "Connection" in redis_check["output"]
+        assert down.get_json()["checks"]["database:responseTime"][0]["status"] == "pass"
+        assert client.get("/livez").status_code == 200  # the process still answers
+        metrics = client.get("/metrics").get_data(as_text=True)
+        assert "jobs_api_redis_up 0.0" in metrics and "jobs_api_database_up 1.0" in metrics
+        own_redis.start_empty()
         assert client.get("/readyz").status_code == 200
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        own_redis.stop()
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import base64
 import logging
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -14,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import create_key, free_port, make_audio, run_worker, service_env
+from conftest import OwnRedis, create_key, free_port, make_audio, run_worker, start_worker, wait_until
 from redis import Redis
 from rq import Worker
 from sqlalchemy import update
-from test_health import _start_redis
 
 from jobs_api.app import create_app
 from jobs_api.config import Config
@@ -26,25 +23,6 @@ from jobs_api.db import make_engine, make_sessionmaker
 from jobs_api.models import Job, utcnow
 from jobs_api.queue import SWEEP, queue_for
 from workers.services import worker_services
-
-
-class OwnRedis:
-    def __init__(self, folder: Path) -> None:
-        self.port, self.folder = free_port(), folder
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.server = _start_redis(self.port, folder)
-
-    def shut_down(self) -> None:
-        subprocess.run(["redis-cli", "-p", str(self.port), "shutdown", "nosave"], capture_output=True, check=False)
-        self.server.wait(timeout=10)
-
-    def start_empty(self) -> None:
-        self.server = _start_redis(self.port, self.folder)
-
-    def stop(self) -> None:
-        if self.server.poll() is None:
-            self.server.terminate()
-            self.server.wait(timeout=10)
 
 
 @pytest.fixture()
@@ -126,25 +104,27 @@ def test_requests_answer_503_with_one_log_line_while_the_database_is_down(
 def test_a_worker_outlives_a_redis_restart_and_schedules_its_sweeper_again(
         config: Config, own_redis: OwnRedis, tmp_path: Path) -> None:
     settings = config.replace(redis_url=own_redis.url, queue_name="outage")
-    log = (tmp_path / "worker.log").open("wb")
-    worker = subprocess.Popen([sys.executable, "-m", "jobs_api.cli", "worker"], stdout=log, stderr=subprocess.STDOUT,
-                              env={**os.environ, **service_env(settings)}, start_new_session=True)
+    log = tmp_path / "worker.log"
+    worker = start_worker(settings, log)
     redis = Redis.from_url(own_redis.url)
     sweep_key = f"jobs-api:{settings.queue_name}:next-sweep"
+    started = f"Scheduler for {settings.queue_name} started"
+
+    def workers() -> int:
+        return int(Worker.count(connection=redis, queue=queue_for(settings)))
+
     try:
-        _until(lambda: f"Scheduler for {settings.queue_name} started" in (tmp_path / "worker.log").read_text())
+        wait_until(lambda: started in log.read_text())
         own_redis.shut_down()
         time.sleep(3)
-        assert worker.poll() is None, (tmp_path / "worker.log").read_text()[-2000:]
+        assert worker.poll() is None, log.read_text()[-2000:]
         own_redis.start_empty()
-        _until(lambda: Worker.count(connection=redis, queue=queue_for(settings)) == 1 and bool(redis.exists(sweep_key)),
-               lambda: f"workers {Worker.count(connection=redis, queue=queue_for(settings))}, "
-                       f"keys {sorted(redis.keys('*'))[:20]}")
-        log_text = (tmp_path / "worker.log").read_text()
-        assert "the worker starts anew" in log_text or "the worker connects again" in log_text
+        wait_until(lambda: workers() == 1 and bool(redis.exists(sweep_key)),
+                   state=lambda: f"workers {workers()}, keys {sorted(redis.keys('*'))[:20]}")
+        assert "the worker starts anew" in log.read_text() or "the worker connects again" in log.read_text()
         # Stopped once the new worker has started its scheduler: RQ itself does not survive a
         # SIGTERM in the milliseconds between installing its handlers and forking its scheduler.
-        _until(lambda: (tmp_path / "worker.log").read_text().count(f"Scheduler for {settings.queue_name} started") >= 2)
+        wait_until(lambda: log.read_text().count(started) >= 2)
     finally:
         os.killpg(worker.pid, 15)
         try:
@@ -158,12 +138,10 @@ def test_a_worker_outlives_a_redis_restart_and_schedules_its_sweeper_again(
 def test_a_worker_asked_to_stop_while_redis_is_down_stops(config: Config, own_redis: OwnRedis,
                                                           tmp_path: Path) -> None:
     settings = config.replace(redis_url=own_redis.url, queue_name="outage-stop")
-    log = (tmp_path / "worker.log").open("wb")
-    worker = subprocess.Popen([sys.executable, "-m", "jobs_api.cli", "worker"], stdout=log, stderr=subprocess.STDOUT,
-                              env={**os.environ, **service_env(settings)}, start_new_session=True)
+    worker = start_worker(settings, tmp_path / "worker.log")
     try:
         redis = Redis.from_url(own_redis.url)
-        _until(lambda: Worker.count(connection=redis, queue=queue_for(settings)) == 1)
+        wait_until(lambda: Worker.count(connection=redis, queue=queue_for(settings)) == 1)
         own_redis.shut_down()
         time.sleep(2)  # the worker is waiting for Redis now
         os.killpg(worker.pid, 15)
@@ -172,15 +150,3 @@ def test_a_worker_asked_to_stop_while_redis_is_down_stops(config: Config, own_re
         if worker.poll() is None:
             os.killpg(worker.pid, 9)
             worker.wait()
-
-
-def _until(condition: Any, state: Any = lambda: "", seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return
-        except Exception:  # noqa: BLE001 (Redis starting)
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"not within time: {state()}")

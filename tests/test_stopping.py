@@ -7,11 +7,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import create_key, free_port, make_audio, service_env, wait_for_port
+from conftest import create_key, free_port, make_audio, service_env, start_worker, wait_for_port, wait_until
 
 from jobs_api.app import create_app
 from jobs_api.config import Config
@@ -28,13 +27,9 @@ def _gone_within(processes: list[subprocess.Popen[bytes]], seconds: float) -> fl
 def test_an_idle_worker_stops_within_two_seconds(config: Config, tmp_path: Path, target: str) -> None:
     settings = config.replace(queue_name=f"stop-{target}")
     log = tmp_path / "worker.log"
-    worker = subprocess.Popen([sys.executable, "-m", "jobs_api.cli", "worker"], stdout=log.open("wb"),
-                              stderr=subprocess.STDOUT, env={**os.environ, **service_env(settings)},
-                              start_new_session=True)
+    worker = start_worker(settings, log)
     try:
-        deadline = time.monotonic() + 30
-        while "Listening on" not in log.read_text() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: "Listening on" in log.read_text())
         time.sleep(0.5)  # idle: waiting for work
         if target == "process":
             worker.send_signal(signal.SIGTERM)
@@ -62,9 +57,7 @@ def test_ctrl_c_stops_the_api_and_its_worker_within_five_seconds(config: Config,
                              start_new_session=True, env=env)
     try:
         wait_for_port(port)
-        deadline = time.monotonic() + 30
-        while "Listening on" not in log.read_text() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: "Listening on" in log.read_text())
         os.killpg(shell.pid, signal.SIGINT)
         start = time.monotonic()
         while time.monotonic() - start < 5 and _group_alive(shell.pid):
@@ -107,9 +100,9 @@ def test_a_busy_worker_asked_to_stop_queues_its_job_again_for_the_next(
     def status() -> str:
         return str(client.get(f"/v2/jobs/{job['id']}", headers=headers).get_json()["status"]["code"])
 
-    first = _worker(settings, tmp_path / "first.log")
+    first = start_worker(settings, tmp_path / "first.log")
     try:
-        _wait(lambda: status() == "processing")
+        wait_until(lambda: status() == "processing", seconds=60)
         os.killpg(first.pid, signal.SIGTERM)
         assert _gone_within([first], settings.stop_grace_seconds + 5) and first.returncode == 0
     finally:
@@ -119,24 +112,11 @@ def test_a_busy_worker_asked_to_stop_queues_its_job_again_for_the_next(
     assert status() == "queued"
     history = client.get(f"/v2/jobs/{job['id']}/history", headers=headers).get_json()
     assert history[-1]["status"] == "queued" and "queued again" in history[-1]["info"]
-    second = _worker(settings, tmp_path / "second.log")
+    second = start_worker(settings, tmp_path / "second.log")
     try:
-        _wait(lambda: status() in ("completed", "failed"), seconds=180)
+        wait_until(lambda: status() in ("completed", "failed"), seconds=180)
         done = client.get(f"/v2/jobs/{job['id']}", headers=headers).get_json()
         assert done["status"]["code"] == "completed" and len(done["output"]) == 1
     finally:
         os.killpg(second.pid, signal.SIGTERM)
         second.wait(timeout=30)
-
-
-def _worker(settings: Config, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "jobs_api.cli", "worker"], stdout=log.open("wb"),
-                            stderr=subprocess.STDOUT, env={**os.environ, **service_env(settings)},
-                            start_new_session=True)
-
-
-def _wait(condition: Callable[[], bool], seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "not within time"
-        time.sleep(0.1)
