@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ import pytest
 from conftest import loudness, make_audio
 
 from jobs_api.catalog import TARGETS
-from workers.ffmpeg import runner
+from workers.ffmpeg import forkserver, runner
 from workers.ffmpeg.commands import convert_args
 from workers.ffmpeg.forkserver import Forkserver
 from workers.ffmpeg.meters import Levels, meter_args, parse_levels
@@ -158,6 +159,22 @@ needs_forkserver = pytest.mark.skipif(not Forkserver.LIBRARY.exists(), reason="s
 def forkserver_on(monkeypatch: pytest.MonkeyPatch) -> None:
     """For the tests of the fork server itself, whatever CI's plain run sets."""
     monkeypatch.setenv("FFMPEG_FORKSERVER", "1")
+
+
+@needs_forkserver
+@pytest.mark.usefixtures("forkserver_on")
+def test_a_forked_run_that_ends_before_its_pid_is_read_is_still_seen_to_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its keeper's two reports (pid, then exit) then wait together in the socket: reading the
+    first must leave the second there, or the runner waits for it until the deadline (a job
+    of the 500-job test did, under load)."""
+    read_line = forkserver._line
+
+    def late(connection: socket.socket) -> str:
+        time.sleep(0.5)  # ffmpeg -version is over by now
+        return read_line(connection)
+
+    monkeypatch.setattr(forkserver, "_line", late)
+    assert "ffmpeg version" in runner.run(["ffmpeg", "-hide_banner", "-version"], deadline_seconds=20)
 
 
 @needs_forkserver

@@ -128,18 +128,16 @@ class Forkserver:
         request = "\0".join([os.getcwd(), ",".join(map(str, pass_fds)), *args]).encode()
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         mine.settimeout(self.ANSWER_SECONDS)
-        reports = mine.makefile("r", encoding="ascii")
         read_end, write_end = os.pipe()
         null = os.open(os.devnull, os.O_RDONLY) if stdin == subprocess.DEVNULL else None
         try:
             with theirs:
                 socket.send_fds(self.control, [request],
                                 [stdin if null is None else null, write_end, stderr, theirs.fileno(), *pass_fds])
-            pid = int(reports.readline().removeprefix("pid "))  # no line: no keeper was forked
+            pid = int(_line(mine).removeprefix("pid "))  # no line: no keeper was forked
             mine.settimeout(None)  # the run's end comes when it comes
         except (OSError, ValueError) as exc:
             log.warning("the %s fork server failed (%s); starting %s without it", self.program, exc, args[0])
-            reports.close()
             mine.close()
             os.close(read_end)
             self.retire()
@@ -148,7 +146,7 @@ class Forkserver:
             os.close(write_end)
             if null is not None:
                 os.close(null)
-        return Forked(self, pid, mine, reports, read_end)
+        return Forked(self, pid, mine, mine.makefile("r", encoding="ascii"), read_end)
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -162,6 +160,18 @@ class Forkserver:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+def _line(connection: socket.socket) -> str:
+    """One line, read a byte at a time. A buffered read could take the run's end report too,
+    when the run ends that fast: the socket would then never turn readable for it (_readable)."""
+    line = bytearray()
+    while not line.endswith(b"\n"):
+        byte = connection.recv(1)
+        if not byte:
+            break
+        line += byte
+    return line.decode("ascii")
 
 
 def _readable(status: socket.socket, seconds: float) -> bool:
