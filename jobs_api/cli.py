@@ -39,6 +39,9 @@ def gunicorn_args(host: str, port: str, app: str) -> list[str]:
         "--worker-class", "gthread", "--threads", os.environ.get("WEB_THREADS", "4"),
         "--timeout", "600", "--access-logfile", "-",
         "--logger-class", "jobs_api.gunicorn_logging.ServiceLogger",  # no line per probe; LOG_FORMAT
+        # gunicorn's control socket has one path per user ($HOME/.gunicorn/gunicorn.ctl), which each
+        # instance takes from the one before; its thread also slowed a stop that came as it started.
+        "--no-control-socket",
         # The app is imported once, before the workers fork: they start at once instead of each
         # importing it on a core the conversions need. It opens no connection while imported.
         "--preload", app,
