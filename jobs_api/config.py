@@ -72,8 +72,12 @@ class Config:
     max_sample_rate: int = 192_000
     # Delivery: outputs are deleted this long after they are made (status "expired").
     output_ttl_seconds: int = 24 * 3600
-    # How often the sweeper runs (expired outputs, stray work folders, stuck jobs).
-    sweep_interval_seconds: int = 60
+    # How often the sweeper runs (expired outputs, stray work folders, lost and stuck jobs).
+    sweep_interval_seconds: int = 20
+    # A running job whose worker sent no heartbeat for this long is lost: queued again, up to
+    # MAX_ATTEMPTS runs in all (the sweeper finds it within this plus one sweep interval).
+    worker_lost_seconds: int = 30
+    max_attempts: int = 3
     # Per key: jobs queued or running at once, and jobs created per minute (0: no limit).
     max_concurrent_jobs: int = 20
     max_jobs_per_minute: int = 120
@@ -113,6 +117,8 @@ class Config:
             ),
             output_ttl_seconds=_env_int("OUTPUT_TTL", defaults.output_ttl_seconds),
             sweep_interval_seconds=_env_int("SWEEP_INTERVAL_SECONDS", defaults.sweep_interval_seconds),
+            worker_lost_seconds=_env_int("WORKER_LOST_SECONDS", defaults.worker_lost_seconds),
+            max_attempts=_env_int("MAX_ATTEMPTS", defaults.max_attempts),
             max_concurrent_jobs=_env_int("MAX_CONCURRENT_JOBS", defaults.max_concurrent_jobs),
             max_jobs_per_minute=_env_int("MAX_JOBS_PER_MINUTE", defaults.max_jobs_per_minute),
             max_password_failures=_env_int("MAX_PASSWORD_FAILURES", defaults.max_password_failures),

@@ -21,38 +21,54 @@ ADD_EVENT = insert(EVENTS)  # built once: its cache key is then computed once to
 ADD_JOB, ADD_CONVERSIONS, ADD_INPUTS = insert(JOBS), insert(CONVERSIONS), insert(INPUTS)
 
 # A status change's UPDATE, built once per shape with the values as parameters (each column's
-# is `new_<column>`, each allowed status `allowed_<n>`): building the statements for each change
-# cost more than running them, and an expanding IN is
-# rendered again for each execution.
+# is `new_<column>`, each allowed status `allowed_<n>`, the attempt `the_attempt`): building the
+# statements for each change cost more than running them, and an expanding IN is rendered again
+# for each execution.
 _STATUS = ("status", "status_info", "modified_at")
 
 
 @cache
-def _change(allowed: int, with_progress: bool) -> Update:
-    columns = (*_STATUS, "progress") if with_progress else _STATUS
-    return update(JOBS).where(
-        JOBS.c.id == bindparam("the_job"), JOBS.c.status.in_([bindparam(f"allowed_{n}") for n in range(allowed)])
-    ).values({name: bindparam(f"new_{name}") for name in columns})
+def _change(allowed: int, columns: tuple[str, ...], in_attempt: bool) -> Update:
+    where = [JOBS.c.id == bindparam("the_job"),
+             JOBS.c.status.in_([bindparam(f"allowed_{n}") for n in range(allowed)])]
+    if in_attempt:
+        where.append(JOBS.c.attempt == bindparam("the_attempt"))
+    return update(JOBS).where(*where).values({name: bindparam(f"new_{name}") for name in columns})
 
 
 def transition(
     session: Session, job_id: str, to: JobStatus, *,
     allowed_from: Iterable[JobStatus], info: str | None = None, progress: int | None = None,
+    attempt: int | None = None,
 ) -> bool:
-    """Move the job to `to` (and `progress`, if given) if it is in one of `allowed_from`; the caller commits.
+    """Move the job to `to` (and `progress`, if given) if it is in one of `allowed_from` (and,
+    if given, still in `attempt`: a run ends only the attempt it holds); the caller commits."""
+    changes: dict[str, object] = {} if progress is None else {"progress": progress}
+    return _change_status(session, job_id, to, allowed_from, info, changes, attempt)
 
-    Plain SQL on the tables (a job's status changes at least three times, and the ORM's
+
+def take(session: Session, job: Job) -> bool:
+    """A run takes a queued job: downloading, in the job's next attempt, which is the run's
+    own (`job.attempt` afterwards); the caller commits. False if another run took it first."""
+    return _change_status(session, job.id, JobStatus.DOWNLOADING, [JobStatus.QUEUED], None,
+                          {"attempt": job.attempt + 1}, job.attempt)
+
+
+def _change_status(session: Session, job_id: str, to: JobStatus, allowed_from: Iterable[JobStatus],
+                   info: str | None, changes: dict[str, object], attempt: int | None) -> bool:
+    """Plain SQL on the tables (a job's status changes at least three times, and the ORM's
     UPDATE with its session bookkeeping costs noticeably more); a job loaded in the session
     is given the new values, as stored."""
     text = info or STATUS_INFO[to]
-    values: dict[str, object] = {"status": to.value, "status_info": text, "modified_at": utcnow()}
-    if progress is not None:
-        values["progress"] = progress
+    values: dict[str, object] = {"status": to.value, "status_info": text, "modified_at": utcnow(), **changes}
     allowed = [status.value for status in allowed_from]
     params = {"the_job": job_id, **{f"allowed_{n}": value for n, value in enumerate(allowed)},
               **{f"new_{name}": value for name, value in values.items()}}
+    if attempt is not None:
+        params["the_attempt"] = attempt
     session.flush()  # the session's pending changes first, as an ORM statement would
-    if session.execute(_change(len(allowed), progress is not None), params).rowcount != 1:  # type: ignore[attr-defined]
+    statement = _change(len(allowed), tuple(values), attempt is not None)
+    if session.execute(statement, params).rowcount != 1:  # type: ignore[attr-defined]
         return False
     session.execute(ADD_EVENT, {"job_id": job_id, "status": to.value, "info": text})
     job = session.identity_map.get(identity_key(Job, job_id))

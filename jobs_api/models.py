@@ -103,6 +103,8 @@ class Job(Base):
     request_digest: Mapped[str | None] = mapped_column(String(64))
     errors: Mapped[list[Any]] = mapped_column(default=list)
     warnings: Mapped[list[Any]] = mapped_column(default=list)
+    # The run that holds the job: 0 before its first, raised as each run takes it (lifecycle.take).
+    attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     modified_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow

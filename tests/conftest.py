@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -92,6 +94,8 @@ def service_env(settings: Config) -> dict[str, str]:
         "MAX_PASSWORD_FAILURES": str(settings.max_password_failures),
         "CONVERT_WHILE_UPLOADING": str(int(settings.convert_while_uploading)),
         "STOP_GRACE_SECONDS": str(settings.stop_grace_seconds),
+        "WORKER_LOST_SECONDS": str(settings.worker_lost_seconds),
+        "MAX_ATTEMPTS": str(settings.max_attempts),
     }
 
 
@@ -379,6 +383,41 @@ class OwnRedis:
         if self.server.poll() is None:
             self.server.terminate()
             self.server.wait(timeout=10)
+
+
+class OwnPostgres:
+    """A PostgreSQL cluster of the test's own on a spare port, to stop and start again. Its
+    programs run as the postgres user when the suite runs as root (initdb refuses root)."""
+
+    def __init__(self) -> None:
+        found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+        if not found:
+            pytest.skip("no PostgreSQL server programs (apt-get install postgresql)")
+        self.bin, self.port = found[-1].parent, free_port()
+        self.folder = Path(tempfile.mkdtemp(prefix="own-postgres-"))
+        self.folder.chmod(0o755)
+        self.data = self.folder / "data"
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        if os.geteuid() == 0:
+            shutil.chown(self.folder, "postgres", "postgres")
+        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+        self.start()
+
+    def _run(self, program: str, *args: str) -> None:
+        as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        subprocess.run([*as_postgres, str(self.bin / program), *args], check=True, capture_output=True)
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.folder / "log"), "-w", "start")
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def remove(self) -> None:
+        if (self.data / "postmaster.pid").exists():
+            self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,10 @@ from conftest import make_audio, probe, run_worker
 from sqlalchemy import update
 
 from jobs_api.db import make_engine, make_sessionmaker
-from jobs_api.models import Job, OutputFile, utcnow
+from jobs_api.lifecycle import take, transition
+from jobs_api.models import Job, JobStatus, OutputFile, utcnow
 from jobs_api.queue import queue_for
+from workers import heartbeat
 
 LOCAL = "http://127.0.0.1:8000"
 
@@ -275,22 +277,58 @@ def test_the_sweeper_expires_outputs_past_their_ttl(client: Any, config: Any, he
 
 def test_the_sweeper_fails_stuck_jobs_requeues_lost_ones_and_removes_stray_folders(
         client: Any, config: Any, headers: dict[str, str], tones: list[Path]) -> None:
-    running = client.post("/v2/jobs", json={"process": False, "input": [{"type": "base64", "source": b64(tones[0])}],
-                                            "conversion": [{"target": "mp3"}]}, headers=headers).get_json()
-    lost = client.post("/v2/jobs", json={"process": False, "input": [{"type": "base64", "source": b64(tones[0])}],
-                                         "conversion": [{"target": "mp3"}]}, headers=headers).get_json()
+    def unprocessed() -> dict[str, Any]:
+        return client.post("/v2/jobs", json={"process": False, "input": [{"type": "base64", "source": b64(tones[0])}],
+                                             "conversion": [{"target": "mp3"}]}, headers=headers).get_json()
+
+    stuck, lost, lost_run, last_run = unprocessed(), unprocessed(), unprocessed(), unprocessed()
     long_ago = utcnow() - timedelta(seconds=config.job_deadline_seconds + 60)
-    age(config, Job, running["id"], status="processing", modified_at=long_ago)
+    age(config, Job, stuck["id"], status="processing", modified_at=long_ago, attempt=1)
+    queue_for(config).connection.set(heartbeat.key(config, stuck["id"]), 1, ex=60)  # its worker is alive
     age(config, Job, lost["id"], status="queued", modified_at=long_ago)  # never put on the queue
-    stray = config.storage_dir / "work" / f"{running['id']}-leftover"
+    # No heartbeat: their worker died. The first runs again, the last of its attempts fails.
+    age(config, Job, lost_run["id"], status="processing", modified_at=long_ago, attempt=1)
+    age(config, Job, last_run["id"], status="downloading", modified_at=long_ago, attempt=config.max_attempts)
+    stray = config.storage_dir / "work" / f"{stuck['id']}-leftover"
     stray.mkdir(parents=True)
     sweep(config)
-    stuck = client.get(f"/v2/jobs/{running['id']}", headers=headers).get_json()
-    assert stuck["status"]["code"] == "failed"
-    assert stuck["errors"][0]["code"] == 3002 and "did not finish within" in stuck["errors"][0]["message"]
+
+    def job(made: dict[str, Any]) -> dict[str, Any]:
+        return dict(client.get(f"/v2/jobs/{made['id']}", headers=headers).get_json())
+
+    assert job(stuck)["status"]["code"] == "failed"
+    assert job(stuck)["errors"][0]["code"] == 3002 and "did not finish within" in job(stuck)["errors"][0]["message"]
     # The database is the truth: a queued job the queue lost is queued again, and runs.
-    assert client.get(f"/v2/jobs/{lost['id']}", headers=headers).get_json()["status"]["code"] == "completed"
+    assert job(lost)["status"]["code"] == "completed"
+    assert job(lost_run)["status"]["code"] == "completed" and len(job(lost_run)["output"]) == 1
+    history = client.get(f"/v2/jobs/{lost_run['id']}/history", headers=headers).get_json()
+    assert "Worker lost; attempt 2 of 3." in [entry["info"] for entry in history]
+    failed = job(last_run)
+    assert failed["status"]["code"] == "failed" and failed["errors"][0]["code"] == 3002
+    assert "a failure of the service, not of the input" in failed["errors"][0]["message"]
     assert not stray.exists()
+
+
+def test_a_run_thought_lost_cannot_complete_the_job_its_next_attempt_holds(
+        client: Any, config: Any, headers: dict[str, str], tones: list[Path]) -> None:
+    """At most one completion (and so one `completed` callback) per job, however many runs."""
+    made = client.post("/v2/jobs", json={"process": False, "input": [{"type": "base64", "source": b64(tones[0])}],
+                                         "conversion": [{"target": "mp3"}]}, headers=headers).get_json()
+    sessions = make_sessionmaker(make_engine(config.database_url))
+    for attempt in (1, 2):  # the first run is thought lost, and the sweeper queues the job again
+        age(config, Job, made["id"], status="queued")
+        with sessions() as session:
+            job = session.get(Job, made["id"])
+            assert job is not None and take(session, job) and job.attempt == attempt
+            assert not take(session, job)  # taken once
+            assert transition(session, job.id, JobStatus.PROCESSING, allowed_from=[JobStatus.DOWNLOADING],
+                              attempt=attempt)
+            session.commit()
+    with sessions() as session:
+        assert not transition(session, made["id"], JobStatus.COMPLETED, allowed_from=[JobStatus.PROCESSING],
+                              attempt=1)
+        assert transition(session, made["id"], JobStatus.COMPLETED, allowed_from=[JobStatus.PROCESSING], attempt=2)
+        session.commit()
 
 
 # fail_on_input_error / fail_on_conversion_error -----------------------------------------

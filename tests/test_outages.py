@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -12,16 +13,29 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import OwnRedis, create_key, free_port, make_audio, run_worker, start_worker, wait_until
+import requests
+from conftest import (
+    OwnPostgres,
+    OwnRedis,
+    create_key,
+    free_port,
+    make_audio,
+    run_worker,
+    start_service,
+    start_worker,
+    wait_until,
+)
 from redis import Redis
 from rq import Worker
 from sqlalchemy import update
 
 from jobs_api.app import create_app
+from jobs_api.cli import migrate
 from jobs_api.config import Config
 from jobs_api.db import make_engine, make_sessionmaker
 from jobs_api.models import Job, utcnow
 from jobs_api.queue import SWEEP, queue_for
+from workers import sweeper
 from workers.services import worker_services
 
 
@@ -107,7 +121,7 @@ def test_a_worker_outlives_a_redis_restart_and_schedules_its_sweeper_again(
     log = tmp_path / "worker.log"
     worker = start_worker(settings, log)
     redis = Redis.from_url(own_redis.url)
-    sweep_key = f"jobs-api:{settings.queue_name}:next-sweep"
+    sweep_key = sweeper.due_key(settings)
     started = f"Scheduler for {settings.queue_name} started"
 
     def workers() -> int:
@@ -129,6 +143,8 @@ def test_a_worker_outlives_a_redis_restart_and_schedules_its_sweeper_again(
         os.killpg(worker.pid, 15)
         try:
             worker.wait(timeout=10)
+        except subprocess.TimeoutExpired as exc:
+            raise AssertionError(f"the worker did not stop; its log ends:\n{log.read_text()[-4000:]}") from exc
         finally:
             if worker.poll() is None:
                 os.killpg(worker.pid, 9)
@@ -150,3 +166,77 @@ def test_a_worker_asked_to_stop_while_redis_is_down_stops(config: Config, own_re
         if worker.poll() is None:
             os.killpg(worker.pid, 9)
             worker.wait()
+
+
+@pytest.fixture()
+def own_postgres() -> Iterator[OwnPostgres]:
+    cluster = OwnPostgres()
+    yield cluster
+    cluster.remove()
+
+
+def test_jobs_survive_a_postgresql_restart_while_they_run_and_clients_poll(
+        config: Config, own_postgres: OwnPostgres, tmp_path: Path, file_server: tuple[str, Path]) -> None:
+    """PostgreSQL down for 12 s under a running service: requests answer 503 with Retry-After,
+    the worker waits (running encodes go on, their final writes and the jobs it takes wait for
+    the database), and every job completes once it is back, with its output downloadable."""
+    base, folder = file_server
+    make_audio(folder / "pg-outage.wav", seconds=240, rate=22050, channels=1)
+    settings = config.replace(database_url=own_postgres.url, queue_name="pg-outage")
+    migrate(settings)
+    key = create_key(settings)
+    service = start_service(settings, tmp_path)
+    headers = {"X-Oc-Api-Key": key}
+    try:
+        jobs = [requests.post(f"{service.url}/v2/jobs", headers=headers, timeout=10, json={
+            "input": [{"type": "remote", "source": f"{base}/pg-outage.wav"}],
+            "conversion": [{"target": "mp3", "options": {"normalize": True}}]}).json()["id"] for _ in range(5)]
+
+        def status(job_id: str) -> str:
+            return str(requests.get(f"{service.url}/v2/jobs/{job_id}", headers=headers, timeout=10)
+                       .json()["status"]["code"])
+
+        wait_until(lambda: status(jobs[0]) == "processing", seconds=60)
+        own_postgres.stop()
+        down = time.monotonic()
+        answers = []
+        while time.monotonic() - down < 12:
+            answers.append(requests.get(f"{service.url}/v2/jobs/{jobs[-1]}", headers=headers, timeout=10))
+            time.sleep(0.5)
+        refused = requests.post(f"{service.url}/v2/jobs", headers=headers, timeout=10, json={
+            "input": [{"type": "remote", "source": f"{base}/pg-outage.wav"}], "conversion": [{"target": "mp3"}]})
+        own_postgres.start()
+        assert {answer.status_code for answer in answers} == {503}
+        assert all(answer.headers["Retry-After"] == "5" for answer in answers)
+        assert refused.status_code == 503 and "database" in refused.json()["message"]
+        wait_until(lambda: all(status(job_id) in ("completed", "failed") for job_id in jobs), seconds=240,
+                   state=lambda: str([status(job_id) for job_id in jobs]))
+        for job_id in jobs:
+            done = requests.get(f"{service.url}/v2/jobs/{job_id}", headers=headers, timeout=10).json()
+            assert done["status"]["code"] == "completed", done
+            assert requests.get(done["output"][0]["uri"], timeout=30).status_code == 200
+        api_log = (tmp_path / "api.log").read_text()
+        assert "Traceback" not in api_log, api_log[-3000:]
+    finally:
+        service.stop()
+
+
+def test_a_job_taken_off_the_queue_while_postgresql_is_down_runs_once_it_is_back(
+        config: Config, own_postgres: OwnPostgres, tmp_path: Path) -> None:
+    settings = config.replace(database_url=own_postgres.url, queue_name="pg-take")
+    migrate(settings)
+    client = create_app(settings).test_client()
+    headers = {"X-Oc-Api-Key": create_key(settings)}
+    job = client.post("/v2/jobs", json=_wav_job(tmp_path), headers=headers).get_json()
+    own_postgres.stop()
+    log = tmp_path / "worker.log"
+    worker = start_worker(settings, log)
+    try:
+        wait_until(lambda: "the database is unreachable" in log.read_text())
+        own_postgres.start()
+        wait_until(lambda: client.get(f"/v2/jobs/{job['id']}", headers=headers).get_json()["status"]["code"]
+                   == "completed", state=lambda: log.read_text()[-3000:])
+        assert "Traceback" not in log.read_text()
+    finally:
+        os.killpg(worker.pid, 15)
+        worker.wait(timeout=10)

@@ -62,13 +62,17 @@ def test_ctrl_c_stops_the_api_and_its_worker_within_five_seconds(config: Config,
         start = time.monotonic()
         while time.monotonic() - start < 5 and _group_alive(shell.pid):
             time.sleep(0.05)
-        assert not _group_alive(shell.pid), log.read_text()[-3000:]
+        assert not _group_alive(shell.pid), _group_state(shell.pid) + log.read_text()[-3000:]
         text = log.read_text()
         assert "out of memory" not in text and "SIGKILL" not in text and "Traceback" not in text
     finally:
         if _group_alive(shell.pid):
             os.killpg(shell.pid, signal.SIGKILL)
         shell.wait()
+
+
+def _group_state(group: int) -> str:
+    return subprocess.run(["ps", "-o", "pid,ppid,stat,args", "-g", str(group)], capture_output=True, text=True).stdout
 
 
 def _group_alive(group: int) -> bool:
@@ -117,6 +121,62 @@ def test_a_busy_worker_asked_to_stop_queues_its_job_again_for_the_next(
         wait_until(lambda: status() in ("completed", "failed"), seconds=180)
         done = client.get(f"/v2/jobs/{job['id']}", headers=headers).get_json()
         assert done["status"]["code"] == "completed" and len(done["output"]) == 1
+    finally:
+        os.killpg(second.pid, signal.SIGTERM)
+        second.wait(timeout=30)
+
+
+def _processes_naming(text: str) -> list[int]:
+    """Live processes whose command line holds `text` (zombies count as gone)."""
+    found = subprocess.run(["pgrep", "-f", text], capture_output=True, text=True).stdout.split()
+    return [int(pid) for pid in found if int(pid) != os.getpid() and _alive(int(pid))]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_killed_workers_job_runs_again_on_another_and_nothing_outlives_it(
+        config: Config, tmp_path: Path, file_server: tuple[str, Path]) -> None:
+    """kill -9 of a worker mid-ffmpeg, as the OOM killer does: its ffmpeg and its scheduler die
+    with it; its job, without a heartbeat, is queued again for its second attempt, and another
+    worker completes it."""
+    base, folder = file_server
+    make_audio(folder / "long-lost.wav", seconds=600, rate=22050, channels=1)
+    settings = config.replace(queue_name="lost", worker_lost_seconds=3, sweep_interval_seconds=1)
+    client = create_app(settings).test_client()
+    headers = {"X-Oc-Api-Key": create_key(settings)}
+    job = client.post("/v2/jobs", headers=headers, json={
+        "input": [{"type": "remote", "source": f"{base}/long-lost.wav"}],
+        "conversion": [{"target": "mp3", "options": {"normalize": True}}]}).get_json()
+
+    def status() -> str:
+        return str(client.get(f"/v2/jobs/{job['id']}", headers=headers).get_json()["status"]["code"])
+
+    first = start_worker(settings, tmp_path / "first.log")
+    try:
+        wait_until(lambda: status() == "processing", seconds=60)
+        wait_until(lambda: bool(_processes_naming(f"ffmpeg .*{settings.storage_dir}")), seconds=30)
+        wait_until(lambda: "Scheduler for lost started" in (tmp_path / "first.log").read_text())
+        first.kill()
+        first.wait()
+        wait_until(lambda: not _group_alive(first.pid) and not _processes_naming(f"ffmpeg .*{settings.storage_dir}"),
+                   seconds=2, state=lambda: subprocess.run(["ps", "-eo", "pid,pgid,ppid,stat,args"],
+                                                           capture_output=True, text=True).stdout[-3000:])
+    finally:
+        if first.poll() is None or _group_alive(first.pid):
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+    second = start_worker(settings, tmp_path / "second.log")
+    try:
+        wait_until(lambda: status() in ("completed", "failed"), seconds=180)
+        done = client.get(f"/v2/jobs/{job['id']}", headers=headers).get_json()
+        assert done["status"]["code"] == "completed" and len(done["output"]) == 1, done
+        history = [entry["info"] for entry in client.get(f"/v2/jobs/{job['id']}/history", headers=headers).get_json()]
+        assert "Worker lost; attempt 2 of 3." in history
     finally:
         os.killpg(second.pid, signal.SIGTERM)
         second.wait(timeout=30)

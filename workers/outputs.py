@@ -12,6 +12,7 @@ from jobs_api import catalog
 from jobs_api.inputs import display_name
 from jobs_api.models import Conversion, OutputFile
 from jobs_api.storage import Storage, remove_quietly, sha256_file
+from workers.outage import surviving_outage
 from workers.problems import Failure, JobProblem
 
 if TYPE_CHECKING:
@@ -34,12 +35,16 @@ def publish(run: ConversionRun, conversion: Conversion, options: dict[str, Any],
         limit = run.config.max_output_bytes
         if archive.stat().st_size >= limit:
             raise JobProblem(Failure.ZIP_TOO_LARGE, limit=limit)
-        _adopt(run, conversion, archive, f"{stem}.zip", inputs, "application/zip", {"files": members})
+        made = [_adopt(run, conversion, archive, f"{stem}.zip", inputs, "application/zip", {"files": members})]
     else:
-        for result in results:
-            _adopt(run, conversion, result.path, result.filename, [result.input_id], target.content_type,
-                   result.metadata)
-    run.session.commit()
+        made = [_adopt(run, conversion, result.path, result.filename, [result.input_id], target.content_type,
+                       result.metadata) for result in results]
+
+    def store() -> None:
+        run.job.outputs.extend(OutputFile(**values) for values in made)
+        run.session.commit()
+
+    surviving_outage(run.session, run.services.sessions, store)
 
 
 def _zip(results: list[Result], archive: Path) -> list[dict[str, Any]]:
@@ -60,15 +65,15 @@ def _zip(results: list[Result], archive: Path) -> list[dict[str, Any]]:
 
 
 def _adopt(run: ConversionRun, conversion: Conversion, path: Path, filename: str, inputs: list[str],
-           content_type: str, metadata: dict[str, Any]) -> None:
-    """Move a result into the outputs as a new output of the job (its password, if the
-    conversion has one)."""
-    run.job.outputs.append(OutputFile(
+           content_type: str, metadata: dict[str, Any]) -> dict[str, Any]:
+    """Move a result into the outputs' storage; the values of its row, a new output of the job
+    (with the conversion's password, if it has one)."""
+    return dict(
         conversion_id=conversion.id, input_ids=inputs, filename=filename, size=path.stat().st_size,
         checksum=sha256_file(path), content_type=content_type, metadata_=metadata,
         password_hashes=[conversion.password_hash] if conversion.password_hash else [],
         storage_key=run.services.storage.adopt_output(path),
-    ))
+    )
 
 
 def discard(storage: Storage, session: Session, job_id: str) -> None:

@@ -68,6 +68,7 @@ class Failure(Enum):
     NO_OUTPUT = "no output"
     INTERNAL = "unexpected error"
     WORKER_GONE = "running past the job deadline"
+    WORKER_LOST = "worker lost in every attempt"
 
 
 FAILURES: dict[Failure, tuple[ErrorCode, str]] = {
@@ -99,6 +100,10 @@ FAILURES: dict[Failure, tuple[ErrorCode, str]] = {
     Failure.WORKER_GONE: (
         ErrorCode.STUCK, "The job did not finish within {limit} s (its worker may have stopped); "
                          "please submit it again."),
+    Failure.WORKER_LOST: (
+        ErrorCode.STUCK, "The service lost the worker running this job in each of its {attempts} attempts "
+                         "(stopped, out of memory, or its host gone): a failure of the service, not of the "
+                         "input. Please submit it again later."),
 }
 
 

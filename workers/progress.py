@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from jobs_api.models import Job, JobStatus
 from workers.ffmpeg import runner
 from workers.ffmpeg.commands import progress_seconds
+from workers.outage import OUTAGE
 
 PROGRESS_EVERY = 0.25
 CANCEL_CHECK_EVERY = 0.25
@@ -43,21 +44,28 @@ class StepProgress:
         self.last_write = now
         fraction = min(1.0, max(0.0, seconds / self.total))
         percent = int(100 * (self.step + fraction) / self.steps)
-        with self.sessions() as session:
-            session.execute(
-                update(Job).where(Job.id == self.job_id, Job.status == JobStatus.PROCESSING.value)
-                .values(progress=min(percent, 99))
-            )
-            session.commit()
+        try:
+            with self.sessions() as session:
+                session.execute(
+                    update(Job).where(Job.id == self.job_id, Job.status == JobStatus.PROCESSING.value)
+                    .values(progress=min(percent, 99))
+                )
+                session.commit()
+        except OUTAGE:
+            pass  # the database is away: the encode goes on; a later percent is written
 
 
-def cancel_check(sessions: sessionmaker[Session], job_id: str) -> runner.Every:
-    """A runner's `should_stop`: true once the job is no longer processing (a cancel moved it),
-    asked at most every CANCEL_CHECK_EVERY seconds."""
+def cancel_check(sessions: sessionmaker[Session], job_id: str, attempt: int) -> runner.Every:
+    """A runner's `should_stop`: true once the job is no longer processing in this attempt (a
+    cancel moved it, or the sweeper queued it again, thinking its worker lost), asked at most
+    every CANCEL_CHECK_EVERY seconds."""
 
     def canceled() -> bool:
-        with sessions() as session:
-            status = session.scalar(select(Job.status).where(Job.id == job_id))
-        return status != JobStatus.PROCESSING.value
+        try:
+            with sessions() as session:
+                now = session.execute(select(Job.status, Job.attempt).where(Job.id == job_id)).one_or_none()
+        except OUTAGE:
+            return False  # the database is away: the encode goes on, asked again later
+        return now is None or tuple(now) != (JobStatus.PROCESSING.value, attempt)
 
     return runner.Every(CANCEL_CHECK_EVERY, canceled)

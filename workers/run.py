@@ -18,6 +18,7 @@ from workers.conversion import Result, convert_input
 from workers.delivery import announce
 from workers.ffmpeg import runner
 from workers.ffmpeg.plan import Limits
+from workers.outage import surviving_outage
 from workers.problems import Canceled, Failure, JobProblem, error_entry, fail
 from workers.progress import StepProgress, cancel_check
 from workers.services import Services
@@ -58,11 +59,12 @@ class ConversionRun:
         job, session = self.job, self.session
         if not self._download_inputs():
             return "failed"
-        if not transition(session, job.id, JobStatus.PROCESSING, allowed_from=[JobStatus.DOWNLOADING]):
-            raise Canceled()  # only a cancel moves a job out of downloading meanwhile
+        if not transition(session, job.id, JobStatus.PROCESSING, allowed_from=[JobStatus.DOWNLOADING],
+                          attempt=job.attempt):
+            raise Canceled()  # a cancel moved the job out of downloading meanwhile, or the sweeper did
         session.commit()
         announce(self.services, session, job.id)
-        self.should_stop = cancel_check(self.services.sessions, job.id)
+        self.should_stop = cancel_check(self.services.sessions, job.id, job.attempt)
         with self.services.storage.work_dir(job.id) as folder:
             self.folder = folder
             for number, conversion in enumerate(job.conversions):
@@ -72,11 +74,15 @@ class ConversionRun:
             fail(session, job.id, "job", job.id, JobProblem(Failure.NO_OUTPUT))
             session.commit()
             return "failed"
-        if not transition(session, job.id, JobStatus.COMPLETED, allowed_from=[JobStatus.PROCESSING], progress=100):
-            session.rollback()
-            return "canceled"
-        session.commit()
+        if not surviving_outage(session, self.services.sessions, self._complete):
+            raise Canceled()
         return "completed"
+
+    def _complete(self) -> bool:
+        done = transition(self.session, self.job.id, JobStatus.COMPLETED, allowed_from=[JobStatus.PROCESSING],
+                          progress=100, attempt=self.job.attempt)
+        self.session.commit()
+        return done
 
     def _download_inputs(self) -> bool:
         """Fetch every remote input; False if one failed the job."""
@@ -146,19 +152,22 @@ def options_of(session: Session, job: Job, conversion: Conversion) -> dict[str, 
 
 
 QUEUED_AGAIN = "The worker stopped before the job was done; it is queued again."
+DATABASE_WENT_AWAY = "The database was unreachable during the job's run; it is queued again."
 
 
-def queue_again(services: Services, session: Session, job: Job) -> str:
-    """The worker is stopping: the job goes back to the queue, as it was before this attempt
-    (its inputs stay downloaded), for the next worker to run from the start."""
+def queue_again(services: Services, session: Session, job: Job, info: str = QUEUED_AGAIN) -> str:
+    """The worker is stopping (or the database went away): the job goes back to the queue, as
+    it was before this attempt (its inputs stay downloaded), to run again from the start."""
     session.rollback()
     outputs.discard(services.storage, session, job.id)
     services.storage.remove_work_dirs(job.id)
-    if not transition(session, job.id, JobStatus.QUEUED, info=QUEUED_AGAIN,
-                      allowed_from=[JobStatus.DOWNLOADING, JobStatus.PROCESSING]):
+    attempt = job.attempt
+    if not transition(session, job.id, JobStatus.QUEUED, info=info,
+                      allowed_from=[JobStatus.DOWNLOADING, JobStatus.PROCESSING], attempt=attempt):
         session.rollback()
         return "canceled"  # a cancel got there first
     job.warnings, job.progress = [], None  # the next attempt notes them again
+    job.attempt = attempt - 1  # neither uses up one of the job's attempts
     session.commit()
     enqueue_in(services.config, 1, PROCESS_JOB, job.id)
     return "queued again"

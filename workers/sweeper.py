@@ -1,8 +1,10 @@
-"""The sweeper: a task that deletes expired files and stray working files, queues again the
-jobs the queue lost, fails jobs stuck past their deadline, and schedules its own next run.
+"""The sweeper: deletes expired files and stray working files, queues again the jobs the
+queue lost and those whose worker was lost, fails jobs stuck past their deadline.
 
-Workers start it (`schedule`), RQ's scheduler inside every worker runs it, and one Redis key
-holds the RQ id of the one sweep that is scheduled, so a restart never starts a second chain.
+Every worker's upkeep thread (workers/worker.py) asks `due` every few seconds; a Redis key
+that lives SWEEP_INTERVAL_SECONDS lets one worker in each interval sweep, in that thread, so a
+sweep needs neither RQ's scheduler (whose lock a killed worker keeps for a minute) nor a
+worker free of conversions. `sweep` is also an RQ task, for a sweep on demand.
 """
 from __future__ import annotations
 
@@ -13,17 +15,17 @@ from datetime import timedelta
 from pathlib import Path
 
 from redis import Redis
-from rq import get_current_job
 from rq.exceptions import NoSuchJobError
 from rq.job import Job as RQJob
-from sqlalchemy import exists, select
+from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session, aliased
 
 from jobs_api.config import Config
-from jobs_api.lifecycle import record_note
+from jobs_api.lifecycle import record_note, transition
 from jobs_api.models import FINISHED, InputFile, Job, JobStatus, OutputFile, utcnow
-from jobs_api.queue import PROCESS_JOB, SWEEP, enqueue, enqueue_in, redis_for, rq_job_id
+from jobs_api.queue import PROCESS_JOB, enqueue, redis_for, rq_job_id
 from jobs_api.storage import remove_quietly
+from workers import heartbeat, outputs
 from workers.delivery import announce
 from workers.problems import Failure, JobProblem, fail
 from workers.services import Services, worker_services
@@ -37,42 +39,29 @@ REQUEUE_AFTER_SECONDS = 30
 WAITING = ("queued", "started", "scheduled", "deferred")  # RQ statuses of a task that will run
 
 
-def schedule(config: Config, after: int | None = None) -> None:
-    """Schedule the next sweep unless one is scheduled already."""
-    delay = config.sweep_interval_seconds if after is None else after
-    key = _key(config)
-    redis = redis_for(config.redis_url)
-    if redis.set(key, "pending", nx=True, ex=delay + 10 * config.sweep_interval_seconds):
-        job = enqueue_in(config, delay, SWEEP)
-        redis.set(key, job.id, xx=True, keepttl=True)
+def due(config: Config, connection: Redis) -> bool:
+    """Whether the asking worker sweeps now: true for one worker in each sweep interval."""
+    return bool(connection.set(due_key(config), "1", nx=True, ex=config.sweep_interval_seconds))
+
+
+def due_key(config: Config) -> str:
+    return f"jobs-api:{config.queue_name}:swept"
 
 
 def sweep() -> dict[str, int]:
     services = worker_services()
-    current = get_current_job()
-    redis = redis_for(services.config.redis_url)
-    scheduled = current is not None and redis.get(_key(services.config)) == current.id.encode()
-    if scheduled:
-        redis.delete(_key(services.config))
-    try:
-        with services.sessions() as session:
-            done = {
-                "outputs_expired": _expire_outputs(services, session),
-                "inputs_deleted": _delete_old_inputs(services, session),
-                "jobs_requeued": _requeue_lost_jobs(services, session),
-                "jobs_failed": _fail_stuck_jobs(services, session),
-                "stray_files": _remove_strays(services, session),
-            }
-        if any(done.values()):
-            log.info("sweep: %s", done)
-        return done
-    finally:
-        if scheduled or current is None:  # a duplicate sweep does its work but does not continue a chain
-            schedule(services.config)
-
-
-def _key(config: Config) -> str:
-    return f"jobs-api:{config.queue_name}:next-sweep"
+    with services.sessions() as session:
+        done = {
+            "outputs_expired": _expire_outputs(services, session),
+            "inputs_deleted": _delete_old_inputs(services, session),
+            "jobs_requeued": _requeue_lost_jobs(services, session),
+            "runs_lost": _requeue_lost_runs(services, session),
+            "jobs_failed": _fail_stuck_jobs(services, session),
+            "stray_files": _remove_strays(services, session),
+        }
+    if any(done.values()):
+        log.info("sweep: %s", done)
+    return done
 
 
 def _expire_outputs(services: Services, session: Session) -> int:
@@ -126,6 +115,39 @@ def _waiting(rq_id: str, connection: Redis) -> bool:
         return RQJob.fetch(rq_id, connection=connection).get_status(refresh=False) in WAITING
     except NoSuchJobError:
         return False
+
+
+def _requeue_lost_runs(services: Services, session: Session) -> int:
+    """Running, without a heartbeat for WORKER_LOST_SECONDS (workers/heartbeat.py): its worker
+    died. Queued again from the start for its next attempt; after the last, failed."""
+    config = services.config
+    connection = redis_for(config.redis_url)
+    if connection.info("server")["uptime_in_seconds"] < config.worker_lost_seconds:
+        return 0  # Redis restarted empty: the live runs have not all beaten again yet
+    running = session.execute(select(Job.id, Job.attempt).where(
+        Job.status.in_([JobStatus.DOWNLOADING.value, JobStatus.PROCESSING.value]),
+        Job.modified_at <= utcnow() - timedelta(seconds=config.worker_lost_seconds))).all()
+    alive = heartbeat.beating(config, connection, [job_id for job_id, _attempt in running])
+    lost = [(job_id, attempt) for job_id, attempt in running if job_id not in alive]
+    for job_id, attempt in lost:
+        log.warning("job %s: its worker was lost in attempt %d of %d", job_id, attempt, config.max_attempts,
+                    extra={"job_id": job_id, "attempt": attempt})
+        if attempt >= config.max_attempts:
+            problem = JobProblem(Failure.WORKER_LOST, attempts=attempt)
+            if fail(session, job_id, "job", job_id, problem):
+                session.commit()
+                services.storage.remove_work_dirs(job_id)
+                announce(services, session, job_id, last=True)
+            continue
+        if transition(session, job_id, JobStatus.QUEUED, info=f"Worker lost; attempt {attempt + 1} of "
+                      f"{config.max_attempts}.", allowed_from=[JobStatus.DOWNLOADING, JobStatus.PROCESSING],
+                      attempt=attempt):
+            session.execute(update(Job).where(Job.id == job_id).values(warnings=[], progress=None))
+            outputs.discard(services.storage, session, job_id)  # commits
+            services.storage.remove_work_dirs(job_id)
+            enqueue(config, PROCESS_JOB, job_id)
+    session.commit()
+    return len(lost)
 
 
 def _fail_stuck_jobs(services: Services, session: Session) -> int:

@@ -7,17 +7,20 @@ import logging
 import time
 
 from sqlalchemy import select
-from sqlalchemy.orm import joinedload
+from sqlalchemy.orm import Session, joinedload
 
-from jobs_api.lifecycle import transition
+from jobs_api.lifecycle import take
+from jobs_api.logs import one_line
 from jobs_api.models import WITH_SPEC, Job, JobStatus
 from jobs_api.queue import PROCESS_JOB, queue_for, rq_job_id
 from workers import outputs
 from workers.conversion import plan_for
 from workers.delivery import Attempt, announce, deliver
+from workers.heartbeat import Heartbeat
+from workers.outage import OUTAGE, rollback, surviving_outage, wait_for_database
 from workers.problems import Canceled, Failure, JobProblem, fail
-from workers.run import ConversionRun, options_of, queue_again
-from workers.services import worker_services
+from workers.run import DATABASE_WENT_AWAY, ConversionRun, options_of, queue_again
+from workers.services import Services, worker_services
 from workers.shutdown import Interrupted
 from workers.upload_conversion import Arrival, UploadConversion
 
@@ -29,36 +32,64 @@ log = logging.getLogger(__name__)
 
 
 def process_job(job_id: str) -> str:
-    """Run a queued job to its end: completed, failed or canceled ("skipped" if it was not queued)."""
+    """Run a queued job to its end: completed, failed or canceled ("skipped" if it was not
+    queued, "superseded" if its run was thought lost and the job queued again meanwhile)."""
     services = worker_services()
     started = time.monotonic()
     with services.sessions() as session:
-        job = session.get(Job, job_id, options=WITH_OUTPUTS)
-        if job is None or not transition(session, job_id, JobStatus.DOWNLOADING, allowed_from=[JobStatus.QUEUED]):
+        job = surviving_outage(session, services.sessions, lambda: _take(session, job_id))
+        if job is None:
             return "skipped"
-        session.commit()
-        announce(services, session, job_id)
-        try:
-            outcome = ConversionRun(services, session, job).execute()
-        except Canceled:
-            outcome = "canceled"
-        except Interrupted:
-            outcome = queue_again(services, session, job)
-        except Exception:
-            # Unexpected: the job fails with a generic message; details go to the log
-            # (and to RQ's failed registry when we re-raise).
-            session.rollback()
-            fail(session, job_id, "job", job_id, JobProblem(Failure.INTERNAL))
-            session.commit()
-            announce(services, session, job_id, last=True)
-            _log_outcome(job, "failed", started)
-            raise
+        with Heartbeat(services.config, job_id, job.attempt):
+            announce(services, session, job_id)
+            outcome = _run(services, session, job, started)
         if outcome == "canceled":
             outputs.discard(services.storage, session, job_id)
-        else:
+        elif outcome != "superseded":
             announce(services, session, job_id, last=True)
         _log_outcome(job, outcome, started)
         return outcome
+
+
+def _take(session: Session, job_id: str) -> Job | None:
+    """The job, taken for this run (its attempt raised); None if it is not queued."""
+    job = session.get(Job, job_id, options=WITH_OUTPUTS, populate_existing=True)
+    if job is None or not take(session, job):
+        session.rollback()
+        return None
+    session.commit()
+    return job
+
+
+def _run(services: Services, session: Session, job: Job, started: float) -> str:
+    attempt = job.attempt
+    try:
+        return ConversionRun(services, session, job).execute()
+    except Canceled:
+        rollback(session)
+        status, held = surviving_outage(session, services.sessions, lambda: session.execute(
+            select(Job.status, Job.attempt).where(Job.id == job.id)).one())
+        if held != attempt:
+            return "superseded"  # thought lost, and queued again: the next attempt owns the job
+        # Completed: the completion was stored, but the database went away before saying so.
+        return "completed" if status == JobStatus.COMPLETED.value else "canceled"
+    except Interrupted:
+        return queue_again(services, session, job)
+    except OUTAGE as exc:
+        # Past what the run's own writes wait for: once the database answers, the job runs again.
+        log.warning("job %s: the database went away during its run (%s)", job.id, one_line(exc))
+        rollback(session)
+        wait_for_database(services.sessions)
+        return queue_again(services, session, job, info=DATABASE_WENT_AWAY)
+    except Exception:
+        # Unexpected: the job fails with a generic message; details go to the log
+        # (and to RQ's failed registry when we re-raise).
+        session.rollback()
+        fail(session, job.id, "job", job.id, JobProblem(Failure.INTERNAL))
+        session.commit()
+        announce(services, session, job.id, last=True)
+        _log_outcome(job, "failed", started)
+        raise
 
 
 def _log_outcome(job: Job, outcome: str, started: float) -> None:

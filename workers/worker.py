@@ -1,5 +1,5 @@
 """The worker process: RQ's SimpleWorker on the conversion queue, with its scheduler (callback
-retries and sweeps are scheduled jobs).
+retries are scheduled jobs) and an upkeep thread (sweeps; Redis restarted empty).
 
 Fenced cleverness: `LeanWorker` overrides two of RQ's internals (`heartbeat`, `set_state`,
 as RQ 2.x and 3.0 call them) to send fewer round trips to Redis between two jobs. RQ sends a
@@ -16,6 +16,7 @@ either class it reads RQ 3.0's `birth_date`, `key`, `pubsub_thread`, `scheduler.
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -30,6 +31,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import SimpleWorker
 from rq.exceptions import StopRequested
 from rq.serializers import JSONSerializer
+from sqlalchemy.exc import SQLAlchemyError
 
 from jobs_api.config import Config, fence_on
 from jobs_api.logs import configure
@@ -41,7 +43,12 @@ from workers.shutdown import Shutdown
 SWITCH = "RQ_LEAN_WORKER"
 RECONNECT_FIRST_SECONDS = 1.0
 RECONNECT_MAX_SECONDS = 30.0
-WATCH_EVERY_SECONDS = 2.0
+UPKEEP_EVERY_SECONDS = 2.0
+# How often an RQ worker cleans its registries and, if no scheduler runs, takes the scheduler
+# lock over (RQ's default is 600 s; a killed worker's scheduler lock lapses after 61 s).
+MAINTENANCE_SECONDS = 60
+PR_SET_PDEATHSIG = 1  # <sys/prctl.h>
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 log = logging.getLogger(__name__)
 
@@ -91,28 +98,29 @@ def worker_class() -> type[SimpleWorker]:
 def work(config: Config, burst: bool = False) -> None:
     """Run tasks from the conversion queue until stopped (or, with `burst`, until it is empty).
     Redis going away does not end the worker: it connects again, waiting longer each time, and
-    when Redis comes back empty (its worker registry and the sweeper's schedule lost) the
-    worker starts anew, registered again and with the sweeper scheduled again."""
+    when Redis comes back empty (its worker registry and scheduler lost) the worker starts
+    anew, registered again and with a scheduler again."""
     configure(config.log_format)
     logging.getLogger("rq.worker").addFilter(no_false_success)
+    worker_pid = os.getpid()
+    os.register_at_fork(after_in_child=lambda: _die_with(worker_pid))
     Shutdown.grace_seconds = config.stop_grace_seconds
     worker_services()  # imports and the database engine now, not during the first job
     delay = RECONNECT_FIRST_SECONDS
     while True:
         started = time.monotonic()
-        watch: RedisWatch | None = None
+        upkeep: Upkeep | None = None
         worker: SimpleWorker | None = None
         _take_stop_signals()
         try:
-            sweeper.schedule(config, after=0)  # unless a sweep is scheduled already
             # SimpleWorker runs tasks in this process instead of forking one per task: the
             # database engine and imports are set up once, which is most of a short job's
             # overhead (bench/small_file.py). ffmpeg still runs in its own process group.
             worker = worker_class()([queue_for(config)], connection=redis_for(config.redis_url),
-                                    serializer=JSONSerializer)
-            watch = None if burst else RedisWatch(worker)
+                                    serializer=JSONSerializer, maintenance_interval=MAINTENANCE_SECONDS)
+            upkeep = None if burst else Upkeep(worker, config)
             worker.work(burst=burst, with_scheduler=True)
-            if watch is None or not watch.forgotten:
+            if upkeep is None or not upkeep.forgotten:
                 return
             log.warning("Redis restarted without this worker's registration; the worker starts anew")
         except StopRequested:  # a stop that came before RQ's own handling could take it
@@ -134,8 +142,8 @@ def work(config: Config, burst: bool = False) -> None:
                 return
             delay = min(delay * 2, RECONNECT_MAX_SECONDS)
         finally:
-            if watch is not None:
-                watch.stop.set()
+            if upkeep is not None:
+                upkeep.stop.set()
 
 
 def _abandon(worker: SimpleWorker | None) -> bool:
@@ -158,6 +166,14 @@ def _end_scheduler(worker: SimpleWorker | None) -> None:
         process.join(5)
 
 
+def _die_with(worker_pid: int) -> None:
+    """In a process the worker forks (RQ's scheduler): ask the kernel for SIGKILL once the
+    worker dies, whatever killed it, so no scheduler outlives its worker holding the scheduler
+    lock; exit at once if it died already."""
+    if _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0 or os.getppid() != worker_pid:
+        os._exit(1)
+
+
 def _take_stop_signals() -> None:
     """Between two of RQ's workers, SIGTERM and SIGINT stop this one: not swallowed by the last
     worker's handler (RQ ignores a second signal within a second of the first), not too late."""
@@ -169,26 +185,34 @@ def _stop_requested(_signum: int, _frame: object) -> None:
     raise StopRequested()
 
 
-class RedisWatch(threading.Thread):
-    """Stops the worker (as SIGTERM does: after its current task) once Redis answers again
-    without the worker's registration, which a Redis restarted empty has lost. RQ then goes on
-    dequeuing, but is missing from the registry and has lost its scheduler; `work` starts a
-    new worker instead."""
+class Upkeep(threading.Thread):
+    """The worker's own upkeep, every UPKEEP_EVERY_SECONDS beside whatever job runs: a sweep
+    when one is due (workers/sweeper.py), and a look at Redis. Once Redis answers again
+    without the worker's registration (a Redis restarted empty has lost it), it stops the
+    worker as SIGTERM does, after its current task: RQ would go on dequeuing, but missing from
+    the registry and without its scheduler; `work` starts a new worker instead."""
 
-    def __init__(self, worker: SimpleWorker) -> None:
-        super().__init__(name="redis-watch", daemon=True)
-        self.worker, self.forgotten, self.stop = worker, False, threading.Event()
+    def __init__(self, worker: SimpleWorker, config: Config) -> None:
+        super().__init__(name="upkeep", daemon=True)
+        self.worker, self.config = worker, config
+        self.forgotten, self.stop = False, threading.Event()
         self.start()
 
     def run(self) -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})  # they are the main thread's
-        while not self.stop.wait(WATCH_EVERY_SECONDS):
+        while not self.stop.wait(UPKEEP_EVERY_SECONDS):
             if self.worker.birth_date is None:
                 continue  # not registered yet: a missing key is a worker still starting
             try:
                 registered = bool(self.worker.connection.exists(self.worker.key))
-            except RedisError:
-                continue  # down: RQ waits for it; look again when it answers
+                if registered and sweeper.due(self.config, self.worker.connection):
+                    sweeper.sweep()
+            except (RedisError, SQLAlchemyError) as exc:
+                log.warning("upkeep: %s", exc)  # Redis or the database away: RQ waits, so does this
+                continue
+            except Exception:
+                log.exception("upkeep: the sweep failed")
+                continue
             if not registered:
                 self.forgotten = True
                 os.kill(os.getpid(), signal.SIGTERM)  # RQ's own warm shutdown, from its signal handler
