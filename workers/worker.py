@@ -12,7 +12,7 @@ telling a running job that the worker is stopping); CI runs the suite once that 
 
 `work` starts a new worker when Redis comes back empty and ends one that lost Redis; with
 either class it reads RQ 3.0's `birth_date`, `key`, `pubsub_thread`, `scheduler._process` and
-`_shutdown_requested_date`.
+`_shutdown_requested_date`, and wraps its signal handlers `request_stop` and `request_force_stop`.
 """
 from __future__ import annotations
 
@@ -59,6 +59,11 @@ class ConversionWorker(SimpleWorker):
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
         Shutdown.request()
         super().request_stop(signum, frame)
+
+    def request_force_stop(self, signum: int, frame: FrameType | None) -> None:
+        """RQ's handler once a signal came: a stop from outside after the worker's own signal."""
+        Shutdown.request()
+        super().request_force_stop(signum, frame)
 
 
 class LeanWorker(ConversionWorker):
@@ -120,7 +125,7 @@ def work(config: Config, burst: bool = False) -> None:
                                     serializer=JSONSerializer, maintenance_interval=MAINTENANCE_SECONDS)
             upkeep = None if burst else Upkeep(worker, config)
             worker.work(burst=burst, with_scheduler=True)
-            if upkeep is None or not upkeep.forgotten:
+            if upkeep is None or not upkeep.forgotten or Shutdown.requested_at is not None:
                 return
             log.warning("Redis restarted without this worker's registration; the worker starts anew")
         except StopRequested:  # a stop that came before RQ's own handling could take it
@@ -213,7 +218,7 @@ class Upkeep(threading.Thread):
             except Exception:
                 log.exception("upkeep: the sweep failed")
                 continue
-            if not registered:
-                self.forgotten = True
+            if not registered and Shutdown.requested_at is None:  # not the key its own stop removed
+                self.forgotten, Shutdown.own_signal = True, True
                 os.kill(os.getpid(), signal.SIGTERM)  # RQ's own warm shutdown, from its signal handler
                 return
