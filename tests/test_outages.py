@@ -116,8 +116,14 @@ def test_requests_answer_503_with_one_log_line_while_the_database_is_down(
 
 
 def test_a_worker_outlives_a_redis_restart_and_schedules_its_sweeper_again(
-        config: Config, own_redis: OwnRedis, tmp_path: Path) -> None:
+        config: Config, own_redis: OwnRedis, tmp_path: Path, file_server: tuple[str, Path]) -> None:
+    """Redis shut down under a worker converting a job, and started again empty: the job
+    completes, the worker stays up, registers again, sweeps again, and runs the next job."""
+    base, folder = file_server
+    make_audio(folder / "redis-outage.wav", seconds=600, rate=22050, channels=1)
     settings = config.replace(redis_url=own_redis.url, queue_name="outage", stop_grace_seconds=1)
+    client = create_app(settings).test_client()
+    headers = {"X-Oc-Api-Key": create_key(settings)}
     log = tmp_path / "worker.log"
     worker = start_worker(settings, log)
     redis = Redis.from_url(own_redis.url)
@@ -127,25 +133,30 @@ def test_a_worker_outlives_a_redis_restart_and_schedules_its_sweeper_again(
     def workers() -> int:
         return int(Worker.count(connection=redis, queue=queue_for(settings)))
 
+    def status(job_id: str) -> str:
+        return str(client.get(f"/v2/jobs/{job_id}", headers=headers).get_json()["status"]["code"])
+
     try:
         wait_until(lambda: started in log.read_text())
+        running = client.post("/v2/jobs", headers=headers, json={
+            "input": [{"type": "remote", "source": f"{base}/redis-outage.wav"}],
+            "conversion": [{"target": "mp3", "options": {"normalize": True}}]}).get_json()
+        wait_until(lambda: status(running["id"]) == "processing", seconds=60)
         own_redis.shut_down()
         time.sleep(3)
         assert worker.poll() is None, log.read_text()[-2000:]
         own_redis.start_empty()
         wait_until(lambda: workers() == 1 and bool(redis.exists(sweep_key)),
                    state=lambda: f"workers {workers()}, keys {sorted(redis.keys('*'))[:20]}")
+        wait_until(lambda: status(running["id"]) == "completed", seconds=60, state=lambda: log.read_text()[-3000:])
         assert "the worker starts anew" in log.read_text() or "the worker connects again" in log.read_text()
         # Stopped once the new worker has started its scheduler: RQ itself does not survive a
         # SIGTERM in the milliseconds between installing its handlers and forking its scheduler.
         wait_until(lambda: log.read_text().count(started) >= 2)
         if "the worker starts anew" in log.read_text():  # its own stop: no grace runs out for the new one
             time.sleep(settings.stop_grace_seconds + 0.5)
-        client = create_app(settings).test_client()
-        headers = {"X-Oc-Api-Key": create_key(settings)}
         job = client.post("/v2/jobs", json=_wav_job(tmp_path), headers=headers).get_json()
-        wait_until(lambda: client.get(f"/v2/jobs/{job['id']}", headers=headers).get_json()["status"]["code"]
-                   == "completed", state=lambda: log.read_text()[-3000:])
+        wait_until(lambda: status(job["id"]) == "completed", state=lambda: log.read_text()[-3000:])
     finally:
         os.killpg(worker.pid, 15)
         try:
