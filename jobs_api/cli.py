@@ -36,12 +36,15 @@ def gunicorn_args(host: str, port: str, app: str) -> list[str]:
     workers = os.environ.get("WEB_CONCURRENCY", str(min(4, (os.cpu_count() or 1) + 1)))
     return [
         "gunicorn", "--bind", f"{host}:{port}", "--workers", workers,
-        "--worker-class", "gthread", "--threads", os.environ.get("WEB_THREADS", "4"),
+        # gthread's worker, stopping at once on Ctrl-C whenever it comes (jobs_api/gunicorn_worker.py)
+        "--worker-class", "jobs_api.gunicorn_worker.QuittingThreadWorker",
+        "--threads", os.environ.get("WEB_THREADS", "4"),
         "--timeout", "600", "--access-logfile", "-",
         "--logger-class", "jobs_api.gunicorn_logging.ServiceLogger",  # no line per probe; LOG_FORMAT
         # gunicorn's control socket has one path per user ($HOME/.gunicorn/gunicorn.ctl), which each
-        # instance takes from the one before; its thread also slowed a stop that came as it started.
+        # instance takes from the one before; nothing here uses it.
         "--no-control-socket",
+        "--config", "python:jobs_api.gunicorn_worker",  # on_starting: a worker stopped as it starts stops
         # The app is imported once, before the workers fork: they start at once instead of each
         # importing it on a core the conversions need. It opens no connection while imported.
         "--preload", app,
