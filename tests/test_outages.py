@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -150,7 +151,7 @@ def test_a_worker_outlives_a_redis_restart_and_schedules_its_sweeper_again(
         wait_until(lambda: status(running["id"]) == "completed", seconds=settings.ffmpeg_timeout_seconds,
                    state=lambda: log.read_text()[-3000:])
         wait_until(lambda: workers() == 1 and bool(redis.exists(sweep_key)),
-                   state=lambda: f"workers {workers()}, keys {sorted(redis.keys('*'))[:20]}\n{log.read_text()[-3000:]}")
+                   state=lambda: f"workers {workers()}, keys {sorted(redis.keys('*'))[:20]}\n{_stacks(worker, log)}")
         assert "the worker starts anew" in log.read_text() or "the worker connects again" in log.read_text()
         # Stopped once the new worker has started its scheduler: RQ itself does not survive a
         # SIGTERM in the milliseconds between installing its handlers and forking its scheduler.
@@ -169,6 +170,13 @@ def test_a_worker_outlives_a_redis_restart_and_schedules_its_sweeper_again(
             if worker.poll() is None:
                 os.killpg(worker.pid, 9)
                 worker.wait()
+
+
+def _stacks(worker: subprocess.Popen[bytes], log: Path) -> str:
+    """The worker's log, ending with where each of its threads is (its SIGUSR1)."""
+    worker.send_signal(signal.SIGUSR1)
+    time.sleep(1)
+    return log.read_text()[-6000:]
 
 
 def test_a_worker_asked_to_stop_while_redis_is_down_stops(config: Config, own_redis: OwnRedis,

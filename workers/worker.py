@@ -17,6 +17,7 @@ either class it reads RQ 3.0's `birth_date`, `key`, `pubsub_thread`, `scheduler.
 from __future__ import annotations
 
 import ctypes
+import faulthandler
 import logging
 import os
 import signal
@@ -107,6 +108,7 @@ def work(config: Config, burst: bool = False) -> None:
     anew, registered again and with a scheduler again."""
     configure(config.log_format)
     logging.getLogger("rq.worker").addFilter(no_false_success)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: every thread's stack to stderr
     worker_pid = os.getpid()
     os.register_at_fork(after_in_child=lambda: _die_with(worker_pid))
     Shutdown.grace_seconds = config.stop_grace_seconds
