@@ -126,13 +126,17 @@ def work(config: Config, burst: bool = False) -> None:
             worker = worker_class()([queue_for(config)], connection=redis_for(config.redis_url),
                                     serializer=JSONSerializer, maintenance_interval=MAINTENANCE_SECONDS)
             upkeep = None if burst else Upkeep(worker, config)
-            worker.work(burst=burst, with_scheduler=True)
-            if upkeep is None or not upkeep.forgotten or Shutdown.requested_at is not None:
+            try:
+                worker.work(burst=burst, with_scheduler=True)
+            finally:
+                if upkeep is not None:
+                    upkeep.end()  # before anything else: a later signal of its own would stop this worker
+            if not _anew(upkeep):
                 return
-            log.warning("Redis restarted without this worker's registration; the worker starts anew")
         except StopRequested:  # a stop that came before RQ's own handling could take it
             _end_scheduler(worker)
-            return
+            if not _anew(upkeep):  # or the upkeep's own signal, come as RQ's worker ended
+                return
         except (RedisConnectionError, RedisTimeoutError) as exc:
             if burst:
                 raise
@@ -148,9 +152,15 @@ def work(config: Config, burst: bool = False) -> None:
             except StopRequested:
                 return
             delay = min(delay * 2, RECONNECT_MAX_SECONDS)
-        finally:
-            if upkeep is not None:
-                upkeep.stop.set()
+
+
+def _anew(upkeep: Upkeep | None) -> bool:
+    """Whether the worker starts anew: its upkeep found its registration gone from Redis, and
+    no one asked it to stop."""
+    if upkeep is None or not upkeep.forgotten or Shutdown.requested_at is not None:
+        return False
+    log.warning("Redis restarted without this worker's registration; the worker starts anew")
+    return True
 
 
 def _abandon(worker: SimpleWorker | None) -> bool:
@@ -202,8 +212,13 @@ class Upkeep(threading.Thread):
     def __init__(self, worker: SimpleWorker, config: Config) -> None:
         super().__init__(name="upkeep", daemon=True)
         self.worker, self.config = worker, config
-        self.forgotten, self.stop = False, threading.Event()
+        self.forgotten, self.stop, self.deciding = False, threading.Event(), threading.Lock()
         self.start()
+
+    def end(self) -> None:
+        """No stop from it from now on (a sweep under way may finish)."""
+        with self.deciding:
+            self.stop.set()
 
     def run(self) -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})  # they are the main thread's
@@ -221,6 +236,9 @@ class Upkeep(threading.Thread):
                 log.exception("upkeep: the sweep failed")
                 continue
             if not registered and Shutdown.requested_at is None:  # not the key its own stop removed
-                self.forgotten, Shutdown.own_signal = True, True
-                os.kill(os.getpid(), signal.SIGTERM)  # RQ's own warm shutdown, from its signal handler
+                with self.deciding:
+                    if self.stop.is_set():
+                        return  # RQ's worker has ended meanwhile
+                    self.forgotten, Shutdown.own_signal = True, True
+                    os.kill(os.getpid(), signal.SIGTERM)  # RQ's own warm shutdown, from its signal handler
                 return
