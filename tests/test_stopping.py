@@ -113,7 +113,8 @@ def test_a_busy_worker_asked_to_stop_queues_its_job_again_for_the_next(
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
             first.wait()
-    assert status() == "queued"
+    assert status() == "queued", (client.get(f"/v2/jobs/{job['id']}", headers=headers).get_json(),
+                                  (tmp_path / "first.log").read_text()[-4000:])
     history = client.get(f"/v2/jobs/{job['id']}/history", headers=headers).get_json()
     assert history[-1]["status"] == "queued" and "queued again" in history[-1]["info"]
     second = start_worker(settings, tmp_path / "second.log")
