@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import create_key, free_port, make_audio, service_env, start_worker, wait_for_port, wait_until
@@ -78,31 +79,38 @@ def _group_state(group: int) -> str:
 def _group_alive(group: int) -> bool:
     """Whether any process of the group is left (zombies of the group count as gone)."""
     found = subprocess.run(["pgrep", "-g", str(group)], capture_output=True, text=True).stdout.split()
-    for pid in found:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z":
-            return True
-    return False
+    return any(_alive(int(pid)) for pid in found)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _long_job(settings: Config, file_server: tuple[str, Path], name: str) -> tuple[Any, dict[str, str], str]:
+    """A job converting 600 s of audio with normalization, from the file server: the test
+    client, its headers, the job's id."""
+    base, folder = file_server
+    make_audio(folder / name, seconds=600, rate=22050, channels=1)
+    client = create_app(settings).test_client()
+    headers = {"X-Oc-Api-Key": create_key(settings)}
+    job = client.post("/v2/jobs", headers=headers, json={
+        "input": [{"type": "remote", "source": f"{base}/{name}"}],
+        "conversion": [{"target": "mp3", "options": {"normalize": True}}]}).get_json()
+    return client, headers, job["id"]
 
 
 def test_a_busy_worker_asked_to_stop_queues_its_job_again_for_the_next(
         config: Config, tmp_path: Path, file_server: tuple[str, Path]) -> None:
     """SIGTERM to the worker's process group while it converts (systemd, docker stop): after the
     grace the job goes back to the queue, not to failed, and the next worker completes it."""
-    base, folder = file_server
-    make_audio(folder / "long.wav", seconds=600, rate=22050, channels=1)
     settings = config.replace(queue_name="stop-busy", stop_grace_seconds=1)
-    client = create_app(settings).test_client()
-    headers = {"X-Oc-Api-Key": create_key(settings)}
-    job = client.post("/v2/jobs", headers=headers, json={
-        "input": [{"type": "remote", "source": f"{base}/long.wav"}],
-        "conversion": [{"target": "mp3", "options": {"normalize": True}}]}).get_json()
+    client, headers, job_id = _long_job(settings, file_server, "long.wav")
 
     def status() -> str:
-        return str(client.get(f"/v2/jobs/{job['id']}", headers=headers).get_json()["status"]["code"])
+        return str(client.get(f"/v2/jobs/{job_id}", headers=headers).get_json()["status"]["code"])
 
     first = start_worker(settings, tmp_path / "first.log")
     try:
@@ -113,14 +121,14 @@ def test_a_busy_worker_asked_to_stop_queues_its_job_again_for_the_next(
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
             first.wait()
-    assert status() == "queued", (client.get(f"/v2/jobs/{job['id']}", headers=headers).get_json(),
+    assert status() == "queued", (client.get(f"/v2/jobs/{job_id}", headers=headers).get_json(),
                                   (tmp_path / "first.log").read_text()[-4000:])
-    history = client.get(f"/v2/jobs/{job['id']}/history", headers=headers).get_json()
+    history = client.get(f"/v2/jobs/{job_id}/history", headers=headers).get_json()
     assert history[-1]["status"] == "queued" and "queued again" in history[-1]["info"]
     second = start_worker(settings, tmp_path / "second.log")
     try:
         wait_until(lambda: status() in ("completed", "failed"), seconds=180)
-        done = client.get(f"/v2/jobs/{job['id']}", headers=headers).get_json()
+        done = client.get(f"/v2/jobs/{job_id}", headers=headers).get_json()
         assert done["status"]["code"] == "completed" and len(done["output"]) == 1
     finally:
         os.killpg(second.pid, signal.SIGTERM)
@@ -133,29 +141,16 @@ def _processes_naming(text: str) -> list[int]:
     return [int(pid) for pid in found if int(pid) != os.getpid() and _alive(int(pid))]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def test_a_killed_workers_job_runs_again_on_another_and_nothing_outlives_it(
         config: Config, tmp_path: Path, file_server: tuple[str, Path]) -> None:
     """kill -9 of a worker mid-ffmpeg, as the OOM killer does: its ffmpeg and its scheduler die
     with it; its job, without a heartbeat, is queued again for its second attempt, and another
     worker completes it."""
-    base, folder = file_server
-    make_audio(folder / "long-lost.wav", seconds=600, rate=22050, channels=1)
     settings = config.replace(queue_name="lost", worker_lost_seconds=3, sweep_interval_seconds=1)
-    client = create_app(settings).test_client()
-    headers = {"X-Oc-Api-Key": create_key(settings)}
-    job = client.post("/v2/jobs", headers=headers, json={
-        "input": [{"type": "remote", "source": f"{base}/long-lost.wav"}],
-        "conversion": [{"target": "mp3", "options": {"normalize": True}}]}).get_json()
+    client, headers, job_id = _long_job(settings, file_server, "long-lost.wav")
 
     def status() -> str:
-        return str(client.get(f"/v2/jobs/{job['id']}", headers=headers).get_json()["status"]["code"])
+        return str(client.get(f"/v2/jobs/{job_id}", headers=headers).get_json()["status"]["code"])
 
     first = start_worker(settings, tmp_path / "first.log")
     try:
@@ -174,9 +169,9 @@ def test_a_killed_workers_job_runs_again_on_another_and_nothing_outlives_it(
     second = start_worker(settings, tmp_path / "second.log")
     try:
         wait_until(lambda: status() in ("completed", "failed"), seconds=180)
-        done = client.get(f"/v2/jobs/{job['id']}", headers=headers).get_json()
+        done = client.get(f"/v2/jobs/{job_id}", headers=headers).get_json()
         assert done["status"]["code"] == "completed" and len(done["output"]) == 1, done
-        history = [entry["info"] for entry in client.get(f"/v2/jobs/{job['id']}/history", headers=headers).get_json()]
+        history = [entry["info"] for entry in client.get(f"/v2/jobs/{job_id}/history", headers=headers).get_json()]
         assert "Worker lost; attempt 2 of 3." in history
     finally:
         os.killpg(second.pid, signal.SIGTERM)
