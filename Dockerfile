@@ -1,11 +1,12 @@
 # One image for the API and the worker: `jobs-api serve` (default) or `jobs-api worker`.
 
-# ffmpeg's fork server (workers/ffmpeg/forkserver.py), built where a compiler is.
-FROM python:3.11-slim-bookworm AS forkserver
-RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev
-COPY workers/ffmpeg/forkserver.c /build/
+# The library ffmpeg, ffprobe and espeak-ng start with: the fork server and the sandbox
+# (workers/ffmpeg/forkserver.py, sandbox.py), built where a compiler is.
+FROM python:3.11-slim-bookworm AS preload
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev linux-libc-dev
+COPY workers/ffmpeg/*.c workers/ffmpeg/*.h /build/
 RUN cc -O2 -Wall -Wextra -fstack-protector-strong -D_FORTIFY_SOURCE=2 -shared -fPIC -Wl,-z,relro,-z,now \
-    -o /build/libforkserver.so /build/forkserver.c -ldl
+    -o /build/libpreload.so /build/forkserver.c /build/sandbox.c -ldl
 
 FROM python:3.11-slim-bookworm
 
@@ -18,7 +19,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY jobs_api ./jobs_api
 COPY workers ./workers
-COPY --from=forkserver /build/libforkserver.so ./workers/ffmpeg/
+COPY --from=preload /build/libpreload.so ./workers/ffmpeg/
 COPY migrations ./migrations
 RUN pip install --no-cache-dir -e . \
     && mkdir -p /data/storage && chown -R app:app /data

@@ -33,6 +33,7 @@ from jobs_api.config import Config
 from workers.ffmpeg import runner
 from workers.ffmpeg.plan import Limits, Plan, plan_conversion
 from workers.ffmpeg.probe import parse_probe, probe_args
+from workers.ffmpeg.sandbox import Sees
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "RESULTS.md"
@@ -219,7 +220,7 @@ def median(values: Sequence[float]) -> float:
 def worker_plan(source: Path, target: str, options: dict[str, Any]) -> tuple[Plan, Limits]:
     """The plan the worker makes for this file, so the baseline runs the worker's own command."""
     limits = Limits.of(Config.from_env())
-    info = parse_probe(runner.run(probe_args(source), deadline_seconds=60))
+    info = parse_probe(runner.run(probe_args(source), sees=Sees(reads=(source,)), deadline_seconds=60))
     return plan_conversion(catalog.TARGETS[target], options, info, limits), limits
 
 

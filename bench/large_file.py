@@ -25,6 +25,7 @@ from workers.ffmpeg import runner  # noqa: E402
 from workers.ffmpeg.commands import convert_args  # noqa: E402
 from workers.ffmpeg.meters import meter_args  # noqa: E402
 from workers.ffmpeg.plan import Limits, Plan  # noqa: E402
+from workers.ffmpeg.sandbox import Sees  # noqa: E402
 from workers.normalization import Runs, aimed_gain, measure_input  # noqa: E402
 
 CASES = {  # name: (target, options)
@@ -64,13 +65,14 @@ def worker_passes(source: Path, out: Path, plan: Plan, limits: Limits, measured:
     gain was applied. `measured`: the result is measured while it is encoded, as the worker does."""
     method = "none"
     if plan.normalization is not None:
-        runs = Runs(limits, deadline_seconds=3600)
+        runs = Runs(limits, deadline_seconds=3600, sees=Sees(reads=(source,), writes=(out.parent,), job="bench"))
         gain, _correction = aimed_gain(source, out, plan, measure_input(source, plan, ("ebu",), runs), runs)
         envelope = loudness.write_envelope(out.with_name(f"{out.stem}.gain.f32"), gain.curve) if gain.curve else None
         plan, method = replace(plan, filters=gain.filters, envelope=envelope), gain.method
     if measured:
         runner.run_metered(lambda fd: convert_args(source, out, plan, limits, copy_fd=fd),
-                           meter_args(("ebu",)), deadline_seconds=3600)
+                           meter_args(("ebu",)), sees=Sees(reads=(source,), writes=(out.parent,), job="bench"),
+                           deadline_seconds=3600)
     else:
         timed(convert_args(source, out, plan, limits))
     return method

@@ -23,6 +23,7 @@ from bench.large_file import through_service, worker_passes  # noqa: E402
 from workers.ffmpeg import runner  # noqa: E402
 from workers.ffmpeg.meters import Levels, measure_args, parse_levels  # noqa: E402
 from workers.ffmpeg.plan import Limits, Plan  # noqa: E402
+from workers.ffmpeg.sandbox import Sees  # noqa: E402
 
 TARGET, TRUE_PEAK, LRA = -16.0, -1.5, 7.0
 # The one installed next to this Python (the dev dependency) before any other on PATH.
@@ -51,7 +52,8 @@ def ffmpeg_normalize(source: Path, out: Path, bitrate: str) -> float:
 
 
 def loudness(path: Path) -> Levels:
-    return parse_levels(runner.run_for_log(measure_args(path, ("ebu",)), deadline_seconds=3600))
+    log = runner.run_for_log(measure_args(path, ("ebu",)), sees=Sees(reads=(path,)), deadline_seconds=3600)
+    return parse_levels(log)
 
 
 def main() -> None:

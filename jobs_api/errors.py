@@ -51,6 +51,12 @@ class Unprocessable(ServiceError):
     status = 422
 
 
+class Unavailable(ServiceError):
+    """A part of the service is not working; the operator's to fix (the log says more)."""
+
+    status = 503
+
+
 class TooManyRequests(ServiceError):
     status = 429
 

@@ -8,7 +8,8 @@ need_apt=()
 command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || need_apt+=(ffmpeg)
 command -v espeak-ng >/dev/null || need_apt+=(espeak-ng)  # text to speech (language_tts)
 command -v pgrep >/dev/null || need_apt+=(procps)
-command -v cc >/dev/null && [ -e /usr/include/stdio.h ] || need_apt+=(gcc libc6-dev)  # workers/ffmpeg/forkserver.c
+command -v cc >/dev/null && [ -e /usr/include/stdio.h ] || need_apt+=(gcc libc6-dev)  # workers/ffmpeg/*.c
+[ -e /usr/include/linux/landlock.h ] || need_apt+=(linux-libc-dev)  # workers/ffmpeg/sandbox.c
 command -v wrk >/dev/null || need_apt+=(wrk)  # load generator of bench/api_load.py
 if ! (command -v redis-cli >/dev/null && redis-cli -u "${REDIS_URL:-redis://127.0.0.1:6379/0}" ping >/dev/null 2>&1); then
     command -v redis-server >/dev/null || need_apt+=(redis-server)
@@ -26,10 +27,12 @@ if ! redis-cli -u "${REDIS_URL:-redis://127.0.0.1:6379/0}" ping >/dev/null 2>&1;
     for _ in $(seq 50); do redis-cli ping >/dev/null 2>&1 && break; sleep 0.1; done
 fi
 
-# ffmpeg's fork server (workers/ffmpeg/forkserver.py), built again when its source changes
-if [ ! workers/ffmpeg/libforkserver.so -nt workers/ffmpeg/forkserver.c ]; then
+# The library every ffmpeg, ffprobe and espeak-ng run starts with: the fork server and the
+# sandbox (workers/ffmpeg/forkserver.py, sandbox.py), built again when a source changes
+library=workers/ffmpeg/libpreload.so
+if [ -n "$(find workers/ffmpeg -name '*.[ch]' -newer "$library" 2>/dev/null)" ] || [ ! -e "$library" ]; then
     cc -O2 -Wall -Wextra -fstack-protector-strong -D_FORTIFY_SOURCE=2 -shared -fPIC -Wl,-z,relro,-z,now \
-        -o workers/ffmpeg/libforkserver.so workers/ffmpeg/forkserver.c -ldl
+        -o "$library" workers/ffmpeg/forkserver.c workers/ffmpeg/sandbox.c -ldl
 fi
 
 if [ ! -x .venv/bin/python ]; then

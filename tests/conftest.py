@@ -32,6 +32,7 @@ from jobs_api.models import ApiKey, Base
 from jobs_api.queue import queue_for
 from jobs_api.security import hash_secret, new_secret
 from workers.ffmpeg.forkserver import Forkserver
+from workers.ffmpeg.sandbox import Sees
 from workers.services import worker_services
 from workers.worker import worker_class
 
@@ -171,6 +172,18 @@ def run_worker(settings: Config) -> None:
 
 
 # Audio ---------------------------------------------------------------------------
+
+# What a test's own runs of ffmpeg may see: every test's files are under the temporary folder.
+# The sandbox itself is tested in test_sandbox.py.
+TEST_RUNS = Sees(writes=(Path(tempfile.gettempdir()).resolve(),), job="tests")
+
+
+@pytest.fixture()
+def unsandboxed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For tests of the runner that run a shell script, which execs other programs: a sandboxed
+    run may execute nothing."""
+    monkeypatch.setenv("FFMPEG_SANDBOX", "0")
+
 
 def ffmpeg_runs() -> set[int]:
     """The ffmpeg runs this process has going: its descendants named ffmpeg, each in a process

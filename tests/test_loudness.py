@@ -7,8 +7,8 @@ from array import array
 from pathlib import Path
 
 import pytest
+from conftest import TEST_RUNS, make_audio, probe
 from conftest import loudness as measured_loudness
-from conftest import make_audio, probe
 
 from jobs_api.catalog import TARGETS
 from workers import loudness
@@ -36,7 +36,7 @@ def logged(path: Path) -> tuple[Levels, loudness.Frames]:
     frames = loudness.Frames()
     log = runner.run_for_log(["ffmpeg", "-hide_banner", "-nostats", "-i", str(path),
                               "-af", FRAME_LOG["ebu"], "-f", "null", "-"],
-                             deadline_seconds=60, log_line=frames.feed)
+                             sees=TEST_RUNS, deadline_seconds=60, log_line=frames.feed)
     return parse_levels(log), frames
 
 
@@ -98,15 +98,16 @@ def test_the_envelope_holds_linear_factors_and_outlasts_the_audio(tmp_path: Path
 def test_halves_measured_side_by_side_make_the_single_pass(options: dict[str, str], audio_dir: Path) -> None:
     long = make_audio(audio_dir / "long-swell.wav",
                       source=NOISE.format(seconds=75, rate=44100, level="0.1+0.9*abs(sin(t*0.3))"))
-    info = parse_probe(runner.run(probe_args(long), deadline_seconds=30))
+    info = parse_probe(runner.run(probe_args(long), sees=TEST_RUNS, deadline_seconds=30))
     plan = plan_conversion(TARGETS["flac"], {"normalize": True, **options}, info, LIMITS)
     assert plan.duration >= SPLIT_SECONDS
     single = loudness.Frames()
-    whole = parse_levels(runner.run_for_log(measure_args(long, ("ebu",), plan), deadline_seconds=60,
+    whole = parse_levels(runner.run_for_log(measure_args(long, ("ebu",), plan), sees=TEST_RUNS, deadline_seconds=60,
                                                    log_line=single.feed))
     halves = [loudness.Frames(), loudness.Frames()]
     commands, each = measure_halves_args(long, plan)
-    logs = runner.run_side_by_side(commands, deadline_seconds=60, log_lines=[half.feed for half in halves])
+    logs = runner.run_side_by_side(commands, sees=TEST_RUNS, deadline_seconds=60,
+                                   log_lines=[half.feed for half in halves])
     joined = loudness.joined(halves, each)
     assert list(joined.momentary) == list(single.momentary)
     assert list(joined.short_term) == list(single.short_term)

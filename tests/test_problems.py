@@ -8,11 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import ffmpeg_runs
+from conftest import TEST_RUNS, ffmpeg_runs
 
 from jobs_api import outbound
 from workers.ffmpeg import runner
 from workers.ffmpeg.probe import NotAudio
+from workers.ffmpeg.sandbox import NOTHING
 from workers.problems import FAILURES, Canceled, ErrorCode, Failure, JobProblem, Stage, download_failures, failures_of
 
 
@@ -23,7 +24,7 @@ def test_every_failure_has_a_code_and_a_message() -> None:
 
 def _problem(stage: Stage, script: str, output: Path | None = None, limit: int = 0) -> JobProblem:
     with pytest.raises(JobProblem) as raised, failures_of(stage, deadline=0.5, output=output, max_output_bytes=limit):
-        runner.run(["sh", "-c", script], deadline_seconds=0.5)
+        runner.run(["sh", "-c", script], sees=NOTHING, deadline_seconds=0.5)
     return raised.value
 
 
@@ -49,13 +50,14 @@ def test_a_conversion_killed_by_a_signal_is_not_a_damaged_input() -> None:
     assert killed.message == "The conversion was interrupted (sh was stopped by SIGTERM); please try again."
     with pytest.raises(JobProblem) as raised, failures_of(Stage.CONVERT, deadline=30):
         runner.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-f", "lavfi", "-i", "anoisesrc",
-                    "-f", "null", "-"], deadline_seconds=30,
+                    "-f", "null", "-"], sees=TEST_RUNS, deadline_seconds=30,
                    on_line=None, should_stop=_terminate_ffmpeg_once_started())
     assert raised.value.failure == Failure.FFMPEG_SIGNAL  # ffmpeg caught SIGTERM, finished, exited 255
     damaged = _problem(Stage.CONVERT, "exit 1")
     assert (damaged.failure, damaged.code) == (Failure.FFMPEG_EXIT, ErrorCode.DAMAGED)
 
 
+@pytest.mark.usefixtures("unsandboxed")  # the shell execs sleep
 def test_a_deadline_a_size_limit_and_a_probe_each_say_what_happened(tmp_path: Path) -> None:
     assert _problem(Stage.CONVERT, "sleep 5").message == "The conversion took longer than 0.5 s and was stopped."
     assert _problem(Stage.PROBE, "sleep 5").failure == Failure.PROBE_DEADLINE
@@ -69,7 +71,7 @@ def test_a_deadline_a_size_limit_and_a_probe_each_say_what_happened(tmp_path: Pa
 
 def test_a_stopped_run_is_a_cancel_and_no_audio_a_problem() -> None:
     with pytest.raises(Canceled), failures_of(Stage.CONVERT, deadline=5):
-        runner.run(["sleep", "5"], deadline_seconds=5, should_stop=lambda: True)
+        runner.run(["sleep", "5"], sees=NOTHING, deadline_seconds=5, should_stop=lambda: True)
     with pytest.raises(JobProblem) as raised, failures_of(Stage.PROBE, deadline=5):
         raise NotAudio("no audio stream")
     assert raised.value.message == "The input has no audio stream."

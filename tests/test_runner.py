@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import loudness, make_audio
+from conftest import TEST_RUNS, loudness, make_audio
 
 from jobs_api.catalog import TARGETS
 from workers.ffmpeg import forkserver, runner
@@ -22,6 +22,7 @@ from workers.ffmpeg.forkserver import Forkserver
 from workers.ffmpeg.meters import Levels, meter_args, parse_levels
 from workers.ffmpeg.plan import Limits, Plan, plan_conversion
 from workers.ffmpeg.probe import parse_probe, probe_args
+from workers.ffmpeg.sandbox import NOTHING
 
 LIMITS = Limits(max_duration=3600, max_output_bytes=64 * 1024 * 1024, max_channels=8, max_sample_rate=192000)
 
@@ -33,14 +34,14 @@ def noise(audio_dir: Path) -> Path:
 
 
 def plan_for(source: Path, target: str, limits: Limits = LIMITS) -> Plan:
-    info = parse_probe(runner.run(probe_args(source), deadline_seconds=30))
+    info = parse_probe(runner.run(probe_args(source), sees=TEST_RUNS, deadline_seconds=30))
     return plan_conversion(TARGETS[target], {}, info, limits)
 
 
 def metered(source: Path, out: Path, plan: Plan, limits: Limits = LIMITS,
             meter: list[str] | None = None) -> Levels:
     log = runner.run_metered(lambda fd: convert_args(source, out, plan, limits, copy_fd=fd),
-                             meter or meter_args(("ebu",)), deadline_seconds=60)
+                             meter or meter_args(("ebu",)), sees=TEST_RUNS, deadline_seconds=60)
     return parse_levels(log)
 
 
@@ -51,7 +52,7 @@ def test_the_meter_measures_what_the_file_holds(target: str, noise: Path, tmp_pa
     on_file = loudness(out)
     assert levels.integrated == pytest.approx(on_file["integrated"], abs=0.2)
     assert levels.true_peak == pytest.approx(on_file["true_peak"], abs=0.3)
-    written = parse_probe(runner.run(probe_args(out), deadline_seconds=30))
+    written = parse_probe(runner.run(probe_args(out), sees=TEST_RUNS, deadline_seconds=30))
     assert written.duration == pytest.approx(8.0, abs=0.05)
 
 
@@ -88,20 +89,23 @@ def test_every_asks_at_most_once_per_interval_and_keeps_the_answer() -> None:
 
 # After stdout closes: a process is reaped when it exits, however long after -----------------
 
+@pytest.mark.usefixtures("unsandboxed")
 def test_a_process_that_closes_stdout_early_still_gives_its_output_and_status() -> None:
     # stdout closes; the process lives on past several waits, then ends: its output and its status.
     script = "echo early; exec 1>&-; sleep {pause}; exit {code}"
-    assert runner.run(["sh", "-c", script.format(pause=0.3, code=0)], deadline_seconds=30) == "early\n"
+    assert runner.run(["sh", "-c", script.format(pause=0.3, code=0)], sees=NOTHING, deadline_seconds=30) == "early\n"
     with pytest.raises(runner.ProcessFailed) as failed:
-        runner.run(["sh", "-c", script.format(pause=0.3, code=3)], deadline_seconds=30)
+        runner.run(["sh", "-c", script.format(pause=0.3, code=3)], sees=NOTHING, deadline_seconds=30)
     assert failed.value.returncode == 3
 
 
+@pytest.mark.usefixtures("unsandboxed")
 def test_a_process_that_closes_stdout_and_hangs_is_stopped_at_its_deadline() -> None:
     with pytest.raises(runner.ProcessTimedOut):
-        runner.run(["sh", "-c", "exec 1>&-; sleep 30"], deadline_seconds=0.5)
+        runner.run(["sh", "-c", "exec 1>&-; sleep 30"], sees=NOTHING, deadline_seconds=0.5)
 
 
+@pytest.mark.usefixtures("unsandboxed")
 def test_the_wait_for_the_exit_works_with_many_files_open() -> None:
     # select() cannot watch a descriptor above 1023; a busy worker may hold that many.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -110,7 +114,8 @@ def test_the_wait_for_the_exit_works_with_many_files_open() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
     held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
     try:
-        assert runner.run(["sh", "-c", "echo early; exec 1>&-; sleep 0.2"], deadline_seconds=30) == "early\n"
+        script = "echo early; exec 1>&-; sleep 0.2"
+        assert runner.run(["sh", "-c", script], sees=NOTHING, deadline_seconds=30) == "early\n"
     finally:
         for fd in held:
             os.close(fd)
@@ -137,7 +142,7 @@ def _run_until(args: list[str], look: Callable[[int], bool]) -> tuple[int, BaseE
         return look(pids[0])
 
     with pytest.raises(runner.ProcessFailed) as raised:
-        runner.run(args, deadline_seconds=20, should_stop=should_stop)
+        runner.run(args, sees=TEST_RUNS, deadline_seconds=20, should_stop=should_stop)
     return seen[-1], raised.value
 
 
@@ -174,7 +179,7 @@ def test_a_forked_run_that_ends_before_its_pid_is_read_is_still_seen_to_end(monk
         return read_line(connection)
 
     monkeypatch.setattr(forkserver, "_line", late)
-    assert "ffmpeg version" in runner.run(["ffmpeg", "-hide_banner", "-version"], deadline_seconds=20)
+    assert "ffmpeg version" in runner.run(["ffmpeg", "-hide_banner", "-version"], sees=TEST_RUNS, deadline_seconds=20)
 
 
 @needs_forkserver
@@ -206,7 +211,7 @@ def test_a_forked_run_shows_its_command_holds_only_its_own_files_and_is_stopped(
 @needs_forkserver
 @pytest.mark.usefixtures("forkserver_on")
 def test_a_run_that_crashes_replaces_the_server() -> None:
-    runner.run(["ffmpeg", "-version"], deadline_seconds=30)
+    runner.run(["ffmpeg", "-version"], sees=TEST_RUNS, deadline_seconds=30)
     before = Forkserver.servers["ffmpeg"]
 
     def crash(pid: int) -> bool:
@@ -216,7 +221,7 @@ def test_a_run_that_crashes_replaces_the_server() -> None:
     _, raised = _run_until(_endless(f"title=crash-{os.getpid()}-{time.monotonic_ns()}"), crash)
     assert raised.returncode == -signal.SIGSEGV
     assert before.retired and before.process.poll() is not None  # the server is gone
-    runner.run(["ffmpeg", "-version"], deadline_seconds=30)
+    runner.run(["ffmpeg", "-version"], sees=TEST_RUNS, deadline_seconds=30)
     assert Forkserver.servers["ffmpeg"] is not before
 
 
@@ -250,11 +255,12 @@ def _state(pid: int) -> str:
 @needs_forkserver
 @pytest.mark.usefixtures("forkserver_on")
 def test_a_server_that_died_is_replaced_without_failing_a_run() -> None:
-    runner.run(["ffmpeg", "-version"], deadline_seconds=30)
+    runner.run(["ffmpeg", "-version"], sees=TEST_RUNS, deadline_seconds=30)
     before = Forkserver.servers["ffmpeg"]
     before.process.kill()
     before.process.wait()
-    assert runner.run(["ffmpeg", "-hide_banner", "-version"], deadline_seconds=30).startswith("ffmpeg version")
+    version = runner.run(["ffmpeg", "-hide_banner", "-version"], sees=TEST_RUNS, deadline_seconds=30)
+    assert version.startswith("ffmpeg version")
     assert Forkserver.servers["ffmpeg"] is not before
 
 
@@ -272,9 +278,10 @@ def test_without_the_server_ffmpeg_is_started_here(monkeypatch: pytest.MonkeyPat
 ORPHAN_CHECK = """
 import sys
 from workers.ffmpeg import runner
+from workers.ffmpeg.sandbox import Sees
 print("started", flush=True)
 runner.run(["ffmpeg", "-hide_banner", "-nostdin", "-f", "lavfi", "-i", "anoisesrc", "-metadata",
-            "title=" + sys.argv[1], "-f", "null", "-"], deadline_seconds=600)
+            "title=" + sys.argv[1], "-f", "null", "-"], sees=Sees(job="orphan-check"), deadline_seconds=600)
 """
 
 

@@ -6,6 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from conftest import TEST_RUNS
 
 from workers.ffmpeg import runner, wavheader
 from workers.ffmpeg.plan import SourceInfo
@@ -19,7 +20,7 @@ def make(path: Path, *args: str, seconds: float = 1.5, rate: int = 44100) -> Pat
 
 
 def probed(path: Path) -> SourceInfo:
-    return parse_probe(runner.run(probe_args(path), deadline_seconds=30))
+    return parse_probe(runner.run(probe_args(path), sees=TEST_RUNS, deadline_seconds=30))
 
 
 @pytest.mark.parametrize("args", [

@@ -53,7 +53,7 @@ def convert_input(run: ConversionRun, conversion: Conversion, options: dict[str,
     elif "language_tts" in conversion.options:
         step.notes.append("language_tts ignored: the input is audio, not plain text.")
     with failures_of(Stage.PROBE, deadline=run.deadline):
-        streams = probe(step.source)
+        streams = probe(step.source, run.job.id)
     stem = display_name(options.get("output_filename") or "") or Path(item.filename or "file").stem or "file"
     results = []
     for stream in streams:

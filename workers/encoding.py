@@ -18,8 +18,8 @@ if TYPE_CHECKING:
 def encode(run: ConversionRun, source: Path, partial: Path, plan: Plan) -> None:
     run.progress.start(plan.duration)
     with failures_of(Stage.CONVERT, deadline=run.deadline):
-        runner.run(convert_args(source, partial, plan, run.limits), deadline_seconds=run.deadline,
-                   should_stop=run.stop_requested, on_line=run.progress.line)
+        runner.run(convert_args(source, partial, plan, run.limits), sees=run.sees(source),
+                   deadline_seconds=run.deadline, should_stop=run.stop_requested, on_line=run.progress.line)
 
 
 def encode_measured(run: ConversionRun, source: Path, partial: Path, plan: Plan, meters: tuple[str, ...]) -> Levels:
@@ -30,7 +30,8 @@ def encode_measured(run: ConversionRun, source: Path, partial: Path, plan: Plan,
                      max_output_bytes=run.config.max_output_bytes):
         log = runner.run_metered(
             lambda fd: convert_args(source, partial, plan, run.limits, copy_fd=fd), meter_args(meters),
-            deadline_seconds=run.deadline, should_stop=run.stop_requested, on_line=run.progress.line)
+            sees=run.sees(source), deadline_seconds=run.deadline, should_stop=run.stop_requested,
+            on_line=run.progress.line)
     return parse_levels(log)
 
 

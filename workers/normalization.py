@@ -18,6 +18,7 @@ from workers.ffmpeg import runner
 from workers.ffmpeg.commands import convert_args
 from workers.ffmpeg.meters import SPLIT_SECONDS, Levels, joined_levels, measure_args, measure_halves_args, parse_levels
 from workers.ffmpeg.plan import Limits, Normalization, Plan
+from workers.ffmpeg.sandbox import Sees
 from workers.problems import Stage, failures_of
 
 if TYPE_CHECKING:
@@ -101,6 +102,7 @@ class Runs:
 
     limits: Limits
     deadline_seconds: float
+    sees: Sees  # the input, and the work folder the passes write in
     should_stop: Callable[[], bool] | None = None
 
 
@@ -131,7 +133,7 @@ def encode_normalized(run: ConversionRun, source: Path, partial: Path, plan: Pla
     norm = plan.normalization
     assert norm is not None
     meters = ("ebu",) if norm.kind == "ebu" else ("levels",)
-    runs = Runs(run.limits, run.deadline, run.stop_requested)
+    runs = Runs(run.limits, run.deadline, run.sees(source), run.stop_requested)
     with failures_of(Stage.CONVERT, deadline=run.deadline):
         before = measure_input(source, plan, meters, runs)
         try:
@@ -205,11 +207,12 @@ def pilot_correction(source: Path, work: Path, plan: Plan, gain: Gain, measured:
         runner.run_side_by_side(
             [convert_args(source, files["lossy"], excerpt, runs.limits),
              convert_args(source, files["pcm"], pcm, runs.limits)],
-            deadline_seconds=runs.deadline_seconds, should_stop=runs.should_stop, log_lines=[lambda _line: None] * 2)
+            sees=runs.sees, deadline_seconds=runs.deadline_seconds, should_stop=runs.should_stop,
+            log_lines=[lambda _line: None] * 2)
         whole_excerpt = replace(excerpt, start=None, stream=0, filters=(), envelope=None)
         runner.run_side_by_side(
             [measure_args(files[name], ("ebu",), whole_excerpt) for name in ("lossy", "pcm")],
-            deadline_seconds=runs.deadline_seconds, should_stop=runs.should_stop,
+            sees=runs.sees, deadline_seconds=runs.deadline_seconds, should_stop=runs.should_stop,
             log_lines=[part.feed for part in parts])
     finally:
         for path in files.values():
@@ -231,11 +234,11 @@ def measure_input(source: Path, plan: Plan, meters: tuple[str, ...], runs: Runs)
     if meters == ("ebu",) and plan.duration >= SPLIT_SECONDS:
         halves = [loudness.Frames(), loudness.Frames()]
         commands, each = measure_halves_args(source, plan)
-        logs = runner.run_side_by_side(commands, deadline_seconds=runs.deadline_seconds,
+        logs = runner.run_side_by_side(commands, sees=runs.sees, deadline_seconds=runs.deadline_seconds,
                                        should_stop=runs.should_stop, log_lines=[half.feed for half in halves])
         frames = loudness.joined(halves, each)
         return Measured(joined_levels(frames, logs), frames)
     frames = loudness.Frames()
-    log = runner.run_for_log(measure_args(source, meters, plan), deadline_seconds=runs.deadline_seconds,
+    log = runner.run_for_log(measure_args(source, meters, plan), sees=runs.sees, deadline_seconds=runs.deadline_seconds,
                              should_stop=runs.should_stop, log_line=frames.feed if meters == ("ebu",) else None)
     return Measured(parse_levels(log), frames)

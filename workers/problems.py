@@ -61,6 +61,7 @@ class Failure(Enum):
     TEXT_NOT_SPOKEN = "espeak-ng failed"
     FFMPEG_EXIT = "ffmpeg exited non-zero"
     FFMPEG_SIGNAL = "ffmpeg killed by a signal"
+    SANDBOX = "no sandbox for the run"
     DEADLINE = "past the deadline"
     OUTPUT_TOO_LARGE = "output at the size limit"
     ZIP_TOO_LARGE = "zip at the size limit"
@@ -88,6 +89,9 @@ FAILURES: dict[Failure, tuple[ErrorCode, str]] = {
     Failure.FFMPEG_SIGNAL: (
         ErrorCode.CONVERSION_FAILED, "The conversion was interrupted ({program} was stopped by {signal}); "
                                      "please try again."),
+    Failure.SANDBOX: (
+        ErrorCode.CONVERSION_FAILED, "The service could not start its converter safely (no sandbox); a fault of "
+                                     "the service, not of the input. Please try again later."),
     Failure.DEADLINE: (ErrorCode.TIMED_OUT, "The conversion took longer than {limit} s and was stopped."),
     Failure.OUTPUT_TOO_LARGE: (ErrorCode.OUTPUT_TOO_LARGE, "The output would exceed the limit of {limit} bytes."),
     Failure.ZIP_TOO_LARGE: (
@@ -152,6 +156,9 @@ def _process_problem(stage: Stage, exc: runner.ProcessFailed, deadline: float, o
                      max_output_bytes: int) -> JobProblem:
     if output is not None and output.exists() and output.stat().st_size >= max_output_bytes:
         return JobProblem(Failure.OUTPUT_TOO_LARGE, limit=max_output_bytes)
+    if isinstance(exc, runner.SandboxFailed):
+        log.error("%s: %s", stage.value, exc)  # the operator's to fix: see workers/ffmpeg/sandbox.py
+        return JobProblem(Failure.SANDBOX)
     if isinstance(exc, runner.ProcessTimedOut) and stage != Stage.SPEAK:
         return JobProblem(Failure.PROBE_DEADLINE if stage == Stage.PROBE else Failure.DEADLINE, limit=deadline)
     log.warning("%s failed (%s): %s", stage.value, exc, exc.stderr_tail)

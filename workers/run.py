@@ -18,6 +18,7 @@ from workers.conversion import Result, convert_input
 from workers.delivery import announce
 from workers.ffmpeg import runner
 from workers.ffmpeg.plan import Limits
+from workers.ffmpeg.sandbox import Sees
 from workers.outage import surviving_outage
 from workers.problems import Canceled, Failure, JobProblem, error_entry, fail
 from workers.progress import StepProgress, cancel_check
@@ -48,6 +49,10 @@ class ConversionRun:
     @property
     def limits(self) -> Limits:
         return self.services.limits
+
+    def sees(self, source: Path) -> Sees:
+        """What a run of ffmpeg for this job may see: `source`, and the work folder (its results)."""
+        return Sees(reads=(source,), writes=(self.work,), job=self.job.id)
 
     @property
     def deadline(self) -> float:

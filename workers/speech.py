@@ -8,6 +8,7 @@ from jobs_api import catalog
 from jobs_api.models import InputFile
 from workers.ffmpeg import runner
 from workers.ffmpeg.commands import tts_args
+from workers.ffmpeg.sandbox import Sees, espeak_data
 from workers.problems import Failure, JobProblem, Stage, failures_of
 
 if TYPE_CHECKING:
@@ -32,5 +33,6 @@ def speak(run: ConversionRun, text: Path, options: dict[str, Any], wav: Path) ->
         raise JobProblem(Failure.TEXT_NOT_UTF8) from exc
     voice = catalog.TTS_VOICES[options.get("language_tts") or catalog.DEFAULTS["language_tts"]]
     with failures_of(Stage.SPEAK, deadline=run.deadline):
-        runner.run(tts_args(text, wav, voice), deadline_seconds=run.deadline, should_stop=run.stop_requested)
+        sees = Sees(reads=(text, espeak_data()), writes=(run.work,))
+        runner.run(tts_args(text, wav, voice), sees=sees, deadline_seconds=run.deadline, should_stop=run.stop_requested)
     return wav

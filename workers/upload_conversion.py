@@ -34,6 +34,7 @@ from jobs_api.storage import Storage
 from workers.ffmpeg import runner, wavheader
 from workers.ffmpeg.commands import convert_args, progress_seconds
 from workers.ffmpeg.plan import Limits, Plan, SourceInfo
+from workers.ffmpeg.sandbox import Sees
 
 STALL_SECONDS = 2.0
 ASK_EVERY = 0.25  # seconds between looks at the queue for other jobs
@@ -132,7 +133,7 @@ class UploadConversion:
 
     def __init__(self, storage: Storage, job_id: str, limits: Limits, deadline_seconds: float) -> None:
         self.folder = storage.work_dir_path(job_id, "early")
-        self.limits, self.deadline_seconds = limits, deadline_seconds
+        self.job_id, self.limits, self.deadline_seconds = job_id, limits, deadline_seconds
 
     def convert(self, conversion_id: str, arrival: Arrival, plan: Plan, others_waiting: Callable[[], bool]) -> str:
         """Convert the arriving file; what happened, for RQ's log."""
@@ -147,7 +148,7 @@ class UploadConversion:
             reached = [0.0]
             try:
                 runner.run_fed(convert_args(None, output, plan, self.limits), arrival.feed,
-                               deadline_seconds=self.deadline_seconds,
+                               sees=Sees(writes=(folder,), job=self.job_id), deadline_seconds=self.deadline_seconds,
                                should_stop=runner.Every(ASK_EVERY, others_waiting),
                                on_line=lambda line: _progress(line, reached))
                 result = {"conversion": conversion_id, "command": self.command(plan), "file": arrival.identity(),

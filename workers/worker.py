@@ -226,7 +226,9 @@ class Upkeep(threading.Thread):
             if self.worker.birth_date is None:
                 continue  # not registered yet: a missing key is a worker still starting
             try:
-                registered = bool(self.worker.connection.exists(self.worker.key))
+                # The registry's set, not the worker's own key: RQ's heartbeat writes that key
+                # again after a restart, but nothing puts the worker back in the set.
+                registered = bool(self.worker.connection.sismember(self.worker.redis_workers_keys, self.worker.key))
                 if registered and sweeper.due(self.config, self.worker.connection):
                     sweeper.sweep()
             except (RedisError, SQLAlchemyError) as exc:

@@ -1,4 +1,5 @@
-/* A fork server for ffmpeg and ffprobe (workers/ffmpeg/forkserver.py starts it; see its Forkserver).
+/* A fork server for ffmpeg and ffprobe (workers/ffmpeg/forkserver.py starts it; see its Forkserver),
+ * and the sandbox's entry for runs that are exec'd (workers/ffmpeg/sandbox.py).
  *
  * Debian's ffmpeg links 215 shared libraries. Binding their symbols at start-up is about
  * 200 million instructions: most of the CPU that converting a five-second clip costs. Loaded
@@ -16,9 +17,12 @@
  * the run only when the runner closes that socket, so the runner can never signal a pid that
  * was reused. The server exits when its socket closes (the runner's process is gone).
  *
+ * Each run enters its sandbox (sandbox.c) before main(): the program reads hostile input only
+ * inside it. An exec'd run with this library preloaded enters it too: see __libc_start_main.
+ *
  * Request: one SOCK_SEQPACKET message of NUL-separated strings: the working directory, the
- * target numbers of the extra descriptors ("" or "5,7"), then argv. Its descriptors
- * (SCM_RIGHTS): stdin, stdout, stderr, the status socket, then the extras.
+ * target numbers of the extra descriptors ("" or "5,7"), the sandbox ("-" for none), then
+ * argv. Its descriptors (SCM_RIGHTS): stdin, stdout, stderr, the status socket, the extras.
  * Status: "pid <n>\n", then "exit <code>\n" or "signal <n>\n".
  *
  * Keeper and run each ask the kernel for SIGKILL when their parent dies (PR_SET_PDEATHSIG): when
@@ -36,6 +40,8 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "sandbox.h"
 
 #define MAX_REQUEST (256 * 1024)
 #define MAX_FDS 16
@@ -104,7 +110,7 @@ static void retitle(char **args, int count) {
 }
 
 /* The keeper: start the run, report it, wait for the runner to let go, reap. */
-static void keep(const char *folder, char **argv, int argc, int *fds, int count, const int *targets) {
+static void keep(const char *folder, char *sandbox, char **argv, int argc, int *fds, int count, const int *targets) {
     signal(SIGCHLD, SIG_DFL);
     int status_fd = fds[3];
     pid_t keeper = getpid();
@@ -116,6 +122,7 @@ static void keep(const char *folder, char **argv, int argc, int *fds, int count,
         setsid();
         if (chdir(folder) < 0) _exit(127);
         arrange(fds, count, targets);
+        if (strcmp(sandbox, "-") != 0 && sandbox_enter(sandbox) != 0) _exit(SANDBOX_FAILED);
         retitle(argv, argc);
         unsetenv("FORKSERVER_FD");
         unsetenv("LD_PRELOAD");
@@ -142,11 +149,29 @@ static void keep(const char *folder, char **argv, int argc, int *fds, int count,
     _exit(0);
 }
 
+/* An exec'd run: the sandbox in SANDBOX, entered by the program SANDBOX_PROGRAM names. Programs
+ * that exec it (setpriv, prlimit) pass the environment on untouched. */
+static void enter_named_sandbox(const char *argv0) {
+    const char *spec = getenv("SANDBOX"), *program = getenv("SANDBOX_PROGRAM");
+    if (spec == NULL || program == NULL) return;
+    const char *name = strrchr(argv0, '/');
+    if (strcmp(name ? name + 1 : argv0, program) != 0) return;
+    char *copy = strdup(spec);
+    unsetenv("SANDBOX");
+    unsetenv("SANDBOX_PROGRAM");
+    unsetenv("LD_PRELOAD");
+    if (copy == NULL || sandbox_enter(copy) != 0) _exit(SANDBOX_FAILED);
+    free(copy);
+}
+
 int __libc_start_main(main_fn main_, int argc, char **argv, void (*init)(void), void (*fini)(void),
                       void (*rtld_fini)(void), void *stack_end) {
     start_fn start = (start_fn)dlsym(RTLD_NEXT, "__libc_start_main");
     const char *control_env = getenv("FORKSERVER_FD");
-    if (control_env == NULL) return start(main_, argc, argv, init, fini, rtld_fini, stack_end);
+    if (control_env == NULL) {
+        enter_named_sandbox(argv[0]);
+        return start(main_, argc, argv, init, fini, rtld_fini, stack_end);
+    }
     program.start = start;
     program.main = main_;
     program.argc = argc;
@@ -188,6 +213,8 @@ int __libc_start_main(main_fn main_, int argc, char **argv, void (*init)(void), 
         cursor += strlen(cursor) + 1;
         char *numbers = cursor < end ? cursor : end;
         cursor += strlen(numbers) + 1;
+        char *sandbox = cursor < end ? cursor : end;
+        cursor += strlen(sandbox) + 1;
         int valid = !(message.msg_flags & (MSG_TRUNC | MSG_CTRUNC));
         for (char *number = strtok(numbers, ","); number != NULL && target_count < MAX_FDS;
              number = strtok(NULL, ",")) {
@@ -199,7 +226,7 @@ int __libc_start_main(main_fn main_, int argc, char **argv, void (*init)(void), 
             cursor += strlen(cursor) + 1;
         }
         args[arg_count] = NULL;
-        valid &= cursor >= end;  /* every argument fitted */
+        valid &= cursor >= end && sandbox < end;  /* every argument fitted; a sandbox field is there */
         if (valid && count >= 4 && count == 4 + target_count && arg_count > 0) {
             pid_t server = getpid();
             pid_t keeper = fork();
@@ -207,7 +234,7 @@ int __libc_start_main(main_fn main_, int argc, char **argv, void (*init)(void), 
                 /* The server exits when its runner's process is gone; the keeper and its run go too. */
                 if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != server) _exit(1);
                 close(control);
-                keep(folder, args, arg_count, fds, count, targets);
+                keep(folder, sandbox, args, arg_count, fds, count, targets);
             }
         }
         /* a request cut short or malformed gets no keeper: its status socket closes with no pid */

@@ -20,10 +20,10 @@ import signal
 import socket
 import subprocess
 import threading
-from pathlib import Path
 from typing import ClassVar, TextIO
 
 from jobs_api.config import fence_on
+from workers.ffmpeg.sandbox import LIBRARY
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class Forkserver:
     """A program started once with forkserver.c, forking a run per request; one per program
     in each process, replaced after RUNS runs and after a run that crashed."""
 
-    LIBRARY = Path(__file__).with_name("libforkserver.so")  # built from forkserver.c
+    LIBRARY = LIBRARY
     PROGRAMS = ("ffmpeg", "ffprobe")
     RUNS = 1000
     ANSWER_SECONDS = 10.0  # for the run's pid; a server this slow is replaced
@@ -95,24 +95,26 @@ class Forkserver:
     lock = threading.Lock()
 
     @classmethod
-    def of(cls, program: str) -> Forkserver | None:
-        """The server for `program`, started if need be; None where there is none."""
-        if not fence_on(SWITCH) or program not in cls.PROGRAMS or not cls.LIBRARY.exists():
+    def of(cls, program: str, job: str | None) -> Forkserver | None:
+        """The server for `program` that forks `job`'s runs, started if need be; None where
+        there is none, and for a run of no job's."""
+        if job is None or not fence_on(SWITCH) or program not in cls.PROGRAMS or not cls.LIBRARY.exists():
             return None
         with cls.lock:
             server = cls.servers.get(program)
             if server is not None and server.owner != os.getpid():
                 server = None  # a forked copy of its owner (RQ's scheduler): not this process's child
-            elif server is not None and (server.retired or server.runs >= cls.RUNS or not server.alive()):
+            elif server is not None and (server.job != job or server.retired or server.runs >= cls.RUNS
+                                         or not server.alive()):
                 server.retire()
                 server = None
             if server is None:
-                server = cls.servers[program] = cls(program)
+                server = cls.servers[program] = cls(program, job)
             server.runs += 1
             return server
 
-    def __init__(self, program: str) -> None:
-        self.program, self.runs, self.retired, self.owner = program, 0, False, os.getpid()
+    def __init__(self, program: str, job: str) -> None:
+        self.program, self.job, self.runs, self.retired, self.owner = program, job, 0, False, os.getpid()
         self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with theirs:
             self.process = subprocess.Popen(
@@ -122,10 +124,12 @@ class Forkserver:
                 pass_fds=(theirs.fileno(),), start_new_session=True,
             )
 
-    def start(self, args: list[str], stdin: int, stderr: int, pass_fds: tuple[int, ...]) -> Forked | None:
-        """`args` forked with these descriptors, stdout a new pipe; None if the server failed
-        (it is retired): the caller then starts the program the usual way."""
-        request = "\0".join([os.getcwd(), ",".join(map(str, pass_fds)), *args]).encode()
+    def start(self, args: list[str], stdin: int, stderr: int, pass_fds: tuple[int, ...],
+              sandbox: str | None) -> Forked | None:
+        """`args` forked with these descriptors, stdout a new pipe, in `sandbox` (sandbox.Sees.spec);
+        None if the server failed (it is retired): the caller then starts the program the usual way."""
+        fields = [os.getcwd(), ",".join(map(str, pass_fds)), "-" if sandbox is None else sandbox, *args]
+        request = "\0".join(fields).encode()
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         mine.settimeout(self.ANSWER_SECONDS)
         read_end, write_end = os.pipe()

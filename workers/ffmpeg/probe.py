@@ -15,6 +15,7 @@ from jobs_api.catalog import parse_time
 from workers.ffmpeg import runner, wavheader
 from workers.ffmpeg.commands import COMMON, INPUT_GUARD
 from workers.ffmpeg.plan import SourceInfo
+from workers.ffmpeg.sandbox import NOTHING, Sees
 
 PROBE_SECONDS = 30
 
@@ -23,18 +24,20 @@ class NotAudio(Exception):
     """The probed file holds no audio stream we can read."""
 
 
-def probe(path: Path) -> list[SourceInfo]:
+def probe(path: Path, job: str | None = None) -> list[SourceInfo]:
     """Every audio stream of the file, in order. NotAudio if it has none; runner.ProcessFailed
-    (or ProcessTimedOut) if ffprobe cannot read it."""
+    (or ProcessTimedOut) if ffprobe cannot read it. `job`: whose input it is (sandbox.Sees)."""
     plain_wav = wavheader.read(path)
     if plain_wav is not None:
         return [plain_wav]
-    return parse_streams(runner.run(probe_args(path), deadline_seconds=PROBE_SECONDS))
+    return parse_streams(runner.run(probe_args(path), sees=Sees(reads=(path,), job=job),
+                                    deadline_seconds=PROBE_SECONDS))
 
 
 def prober_version() -> str:
     """ffprobe's version line: that it starts at all (the API's readiness check)."""
-    return runner.run(["ffprobe", "-hide_banner", "-version"], deadline_seconds=PROBE_SECONDS).split("\n")[0]
+    version = runner.run(["ffprobe", "-hide_banner", "-version"], sees=NOTHING, deadline_seconds=PROBE_SECONDS)
+    return version.split("\n")[0]
 
 
 def probe_args(path: Path) -> list[str]:

@@ -2,6 +2,7 @@
 
 Each run gets a deadline and its own process group; on time-out, cancel or any error
 the whole group is killed and reaped. RQ's own job time-out would not kill children.
+Each run is sandboxed: it sees what its `Sees` names and nothing else (`sandbox`).
 ffmpeg and ffprobe are forked from a copy started once where the fork server is on
 (`forkserver`); everything else, and everything when it is off, starts with an exec.
 """
@@ -19,6 +20,7 @@ import time
 from collections.abc import Callable
 
 from workers.ffmpeg.forkserver import Forked, Forkserver
+from workers.ffmpeg.sandbox import FAILED_EXIT, LIBRARY, NOTHING, Sees
 
 log = logging.getLogger(__name__)
 
@@ -44,38 +46,42 @@ class ProcessTimedOut(ProcessFailed):
     pass
 
 
+class SandboxFailed(ProcessFailed):
+    """The run could not enter its sandbox: the service's fault (its kernel, its build), not the input's."""
+
+
 class ProcessStopped(ProcessFailed):
     """Stopped on request (the job was canceled)."""
 
 
 def run(
-    args: list[str], *, deadline_seconds: float,
+    args: list[str], *, sees: Sees, deadline_seconds: float,
     should_stop: Callable[[], bool] | None = None,
     on_line: Callable[[str], None] | None = None,
 ) -> str:
     """Run `args`; return stdout (or feed it line by line to `on_line`)."""
-    return _Process(args, on_line).finish(deadline_seconds, should_stop)[0]
+    return _Process(args, on_line, sees).finish(deadline_seconds, should_stop)[0]
 
 
 def run_for_log(
-    args: list[str], *, deadline_seconds: float, should_stop: Callable[[], bool] | None = None,
+    args: list[str], *, sees: Sees, deadline_seconds: float, should_stop: Callable[[], bool] | None = None,
     log_line: Callable[[str], None] | None = None,
 ) -> str:
     """Run `args`; return the end of stderr, where ffmpeg's meters print their summaries.
     `log_line`, if given, then reads the whole of stderr line by line."""
-    return _Process(args, None).finish(deadline_seconds, should_stop, log_line)[1]
+    return _Process(args, None, sees).finish(deadline_seconds, should_stop, log_line)[1]
 
 
 def run_side_by_side(
-    commands: list[list[str]], *, deadline_seconds: float, should_stop: Callable[[], bool] | None = None,
-    log_lines: list[Callable[[str], None]],
+    commands: list[list[str]], *, sees: Sees, deadline_seconds: float,
+    should_stop: Callable[[], bool] | None = None, log_lines: list[Callable[[str], None]],
 ) -> list[str]:
     """Run the commands at once (one per core); each one's log tail, its lines to `log_lines`."""
     started: list[_Process] = []
     deadline = time.monotonic() + deadline_seconds
     try:
         for args in commands:
-            started.append(_Process(args, None))
+            started.append(_Process(args, None, sees))
         return [process.finish(deadline - time.monotonic(), should_stop, log_line)[1]
                 for process, log_line in zip(started, log_lines, strict=True)]
     finally:
@@ -84,13 +90,13 @@ def run_side_by_side(
 
 
 def run_metered(
-    make_args: Callable[[int], list[str]], meter_args: list[str], *, deadline_seconds: float,
+    make_args: Callable[[int], list[str]], meter_args: list[str], *, sees: Sees, deadline_seconds: float,
     should_stop: Callable[[], bool] | None = None, on_line: Callable[[str], None] | None = None,
 ) -> str:
     """Run a producer that writes a copy of its output to the file descriptor it is given
     (`make_args(fd)`) and, beside it on the other core, a meter that reads that copy on its
     stdin; return the meter's log tail. The meter ends when the producer's copy does."""
-    meter, write_end = _reading_a_pipe(meter_args, None)  # if the meter dies, the producer fails
+    meter, write_end = _reading_a_pipe(meter_args, None, NOTHING)  # if the meter dies, the producer fails
     outcome: list[str | ProcessFailed] = []
 
     def finish_meter() -> None:
@@ -102,7 +108,7 @@ def run_metered(
     waiter = threading.Thread(target=finish_meter, daemon=True)
     waiter.start()
     try:
-        producer = _Process(make_args(write_end), on_line, pass_fds=(write_end,))
+        producer = _Process(make_args(write_end), on_line, sees, pass_fds=(write_end,))
     except BaseException:
         meter.kill()
         raise
@@ -121,13 +127,13 @@ def run_metered(
 
 
 def run_fed(
-    args: list[str], feed: Callable[[int, threading.Event], bool], *, deadline_seconds: float,
+    args: list[str], feed: Callable[[int, threading.Event], bool], *, sees: Sees, deadline_seconds: float,
     should_stop: Callable[[], bool] | None = None, on_line: Callable[[str], None] | None = None,
 ) -> str:
     """Run `args` with its stdin written by `feed(fd, stop)` on a thread of its own; return stdout.
     `feed` returns whether it wrote everything; if it gives up, the process is stopped
     (ProcessStopped). `stop` is set when the process has ended, so a waiting feed can leave."""
-    process, write_end = _reading_a_pipe(args, on_line)
+    process, write_end = _reading_a_pipe(args, on_line, sees)
     gave_up, stop = threading.Event(), threading.Event()
 
     def pump() -> None:
@@ -174,12 +180,12 @@ class Every:
         return self.answer
 
 
-def _reading_a_pipe(args: list[str], on_line: Callable[[str], None] | None) -> tuple[_Process, int]:
+def _reading_a_pipe(args: list[str], on_line: Callable[[str], None] | None, sees: Sees) -> tuple[_Process, int]:
     """`args` started with a new pipe as its stdin, and the pipe's write end. The process holds
     the only read end: once it is gone, writes fail instead of waiting."""
     read_end, write_end = os.pipe()
     try:
-        return _Process(args, on_line, stdin=read_end), write_end
+        return _Process(args, on_line, sees, stdin=read_end), write_end
     except BaseException:
         os.close(write_end)
         raise
@@ -191,17 +197,21 @@ class _Process:
     """One started process: stdout goes line by line to `on_line` (or is collected),
     stderr to a temporary file whose tail is kept."""
 
-    def __init__(self, args: list[str], on_line: Callable[[str], None] | None, *,
+    def __init__(self, args: list[str], on_line: Callable[[str], None] | None, sees: Sees, *,
                  stdin: int = subprocess.DEVNULL, pass_fds: tuple[int, ...] = ()) -> None:
         self.args = args
         self.collected: list[str] = []
+        spec = sees.spec()
+        if spec is not None and not LIBRARY.exists():  # preloading a missing library is a warning only
+            raise SandboxFailed(f"{LIBRARY.name} is not built (scripts/setup.sh builds it): no sandbox for "
+                                f"{args[0]}", program=_program(args))
         self.stderr = tempfile.TemporaryFile()
         try:
-            server = Forkserver.of(args[0])
-            forked = server.start(args, stdin, self.stderr.fileno(), pass_fds) if server else None
+            server = Forkserver.of(args[0], sees.job)
+            forked = server.start(args, stdin, self.stderr.fileno(), pass_fds, spec) if server else None
             self.process = forked or subprocess.Popen(
                 [*DIE_WITH_PARENT, *args], stdin=stdin, stdout=subprocess.PIPE, stderr=self.stderr, pass_fds=pass_fds,
-                start_new_session=True, text=True, errors="replace",
+                env=sees.environment(_program(args)), start_new_session=True, text=True, errors="replace",
             )
         except BaseException:
             self.stderr.close()
@@ -233,6 +243,9 @@ class _Process:
                 stderr.seek(0)
                 for line in stderr:
                     log_line(line.decode("utf-8", "replace"))
+        if process.returncode == FAILED_EXIT and "sandbox: " in tail:
+            raise SandboxFailed(f"{args[0]} could not enter its sandbox: {tail.strip()}", process.returncode, tail,
+                                _program(args))
         if process.returncode != 0:
             raise ProcessFailed(f"{args[0]} exited with {process.returncode}", process.returncode, tail, _program(args))
         return "".join(self.collected), tail

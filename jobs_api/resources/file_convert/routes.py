@@ -5,6 +5,7 @@ Same jobs, queue, worker and limits as `/v2`; only the wire shapes differ, error
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,13 @@ from marshmallow import Schema, fields
 from sqlalchemy import select
 
 from jobs_api import file_conversion
-from jobs_api.errors import NotFound
+from jobs_api.errors import NotFound, Unavailable
 from jobs_api.models import Conversion, Job, JobStatus
 from jobs_api.uploads import received_file
 from jobs_api.web import Blueprint, api_key_id, config, service, session
 from workers.ffmpeg import probe, runner
+
+log = logging.getLogger(__name__)
 
 blp = Blueprint("file_convert", __name__, url_prefix="/api/public/v1",
                 description="File Conversion (MusicGPT-compatible): one multipart call, a webhook when done")
@@ -75,6 +78,9 @@ def _require_audio(path: Path) -> None:
     """This dialect refuses an unreadable upload at once (400), where /v2 fails the job later."""
     try:
         probe.probe(path)
+    except runner.SandboxFailed as exc:
+        log.error("the File Conversion probe: %s", exc)
+        raise Unavailable("The service cannot read uploads safely right now (its sandbox failed).") from None
     except (runner.ProcessFailed, probe.NotAudio):
         raise file_conversion.FieldInvalid(
             "audio_file", "not an audio file in a supported format (or it is damaged)") from None
