@@ -1,5 +1,7 @@
 """Small-file latency: a 5-second clip given by URL, from POST to `completed` (polling every
-10 ms) plus the download, against raw ffmpeg converting the same file (the worker's command).
+10 ms) plus the download, against raw ffmpeg converting the same file (the worker's command);
+and beside it the same service with its runs' sandbox turned off (FFMPEG_SANDBOX=0), for
+what the sandbox costs.
 
     python bench/small_file.py            # 20 runs
     python bench/small_file.py --tiny     # 3 runs
@@ -59,21 +61,26 @@ def main() -> None:
         server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=folder))
         threading.Thread(target=server.serve_forever, daemon=True).start()
         url = f"http://127.0.0.1:{server.server_address[1]}/clip.wav"
-        ours, base = [], []
-        with service() as running:
+        ours, open_, base = [], [], []
+        with service() as running, service(env={"FFMPEG_SANDBOX": "0"}) as unsandboxed:
             through_service(running, url)  # warm-up: imports, connections
-            # Alternating, so that a VM slowing down or speeding up meanwhile weighs on both.
+            through_service(unsandboxed, url)
+            # Alternating, so that a VM slowing down or speeding up meanwhile weighs on each.
             for _ in range(runs):
                 ours.append(through_service(running, url))
+                open_.append(through_service(unsandboxed, url))
                 base.append(raw_ffmpeg(source, Path(folder) / "raw.mp3"))
         server.shutdown()
     overhead_ms = (median(ours) - median(base)) * 1000
+    sandbox_ms = (median(ours) - median(open_)) * 1000
     report("Small file: URL input to downloaded result vs raw ffmpeg",
-           ("runs", "raw ffmpeg median s", "service median s", "overhead ms", "goal ms"),
-           [(runs, median(base), median(ours), overhead_ms, 100)], args.results,
+           ("runs", "raw ffmpeg median s", "service median s", "overhead ms", "goal ms",
+            "no sandbox median s", "sandbox ms", "goal ms"),
+           [(runs, median(base), median(ours), overhead_ms, 100, median(open_), sandbox_ms, 10)], args.results,
            notes=["input: 5 s 44.1 kHz stereo WAV served over HTTP on loopback, to mp3",
                   "service: POST with a remote input, poll GET every 10 ms, GET the output",
-                  "runs alternate: one through the service, one of raw ffmpeg"])
+                  "no sandbox: a second service beside it with FFMPEG_SANDBOX=0",
+                  "runs alternate: the service, the service without sandbox, raw ffmpeg"])
 
 
 if __name__ == "__main__":

@@ -196,7 +196,7 @@ def ffmpeg_runs() -> set[int]:
             continue
         if name.endswith("(ffmpeg"):
             parents[int(entry.name)], groups[int(entry.name)] = int(fields.split()[1]), int(fields.split()[2])
-    servers = {server.process.pid for server in Forkserver.servers.values()}
+    servers = {server.process.pid for server in (*Forkserver.servers.values(), *Forkserver.spares.values())}
 
     def mine(pid: int) -> bool:
         while pid in parents:

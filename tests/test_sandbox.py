@@ -153,8 +153,9 @@ def test_no_two_jobs_share_a_fork_server(monkeypatch: pytest.MonkeyPatch) -> Non
     first = Forkserver.servers["ffprobe"]
     runner.run(version, sees=Sees(job="job-a"), deadline_seconds=30)
     assert Forkserver.servers["ffprobe"] is first  # the same job's runs: one server
+    spare = Forkserver.spares["ffprobe"]
     runner.run(version, sees=Sees(job="job-b"), deadline_seconds=30)
-    assert Forkserver.servers["ffprobe"] is not first and first.retired
+    assert Forkserver.servers["ffprobe"] is spare and first.retired  # loaded while job-a ran
     assert first.process.poll() is not None  # the old layout is gone with its process
 
 

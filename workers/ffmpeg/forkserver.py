@@ -84,7 +84,11 @@ class Forked:
 
 class Forkserver:
     """A program started once with forkserver.c, forking a run per request; one per program
-    in each process, replaced after RUNS runs and after a run that crashed."""
+    in each process, for one job's runs: replaced when another job's run comes, after RUNS
+    runs, and after a run that crashed. Its runs share its memory layout (its stack canary,
+    where its libraries are), which a hostile input could learn and another run then use: so
+    no two jobs share a server. A spare, started when a job takes a server, is loaded by the
+    time the next job comes, so that job does not wait for its server to start."""
 
     LIBRARY = LIBRARY
     PROGRAMS = ("ffmpeg", "ffprobe")
@@ -92,6 +96,7 @@ class Forkserver:
     ANSWER_SECONDS = 10.0  # for the run's pid; a server this slow is replaced
     TITLE_BYTES = 4096  # the room each run has to show its command line in ps
     servers: ClassVar[dict[str, Forkserver]] = {}
+    spares: ClassVar[dict[str, Forkserver]] = {}
     lock = threading.Lock()
 
     @classmethod
@@ -109,12 +114,22 @@ class Forkserver:
                 server.retire()
                 server = None
             if server is None:
-                server = cls.servers[program] = cls(program, job)
+                server = cls.servers[program] = cls._spare(program) or cls(program)
+                server.job = job
+                cls.spares[program] = cls(program)  # it loads while this job runs
             server.runs += 1
             return server
 
-    def __init__(self, program: str, job: str) -> None:
-        self.program, self.job, self.runs, self.retired, self.owner = program, job, 0, False, os.getpid()
+    @classmethod
+    def _spare(cls, program: str) -> Forkserver | None:
+        spare = cls.spares.pop(program, None)
+        if spare is not None and spare.owner == os.getpid() and spare.alive():
+            return spare
+        return None
+
+    def __init__(self, program: str) -> None:
+        self.job: str | None = None  # whose runs it forks, once a job takes it
+        self.program, self.runs, self.retired, self.owner = program, 0, False, os.getpid()
         self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with theirs:
             self.process = subprocess.Popen(
