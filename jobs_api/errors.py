@@ -1,17 +1,31 @@
 """Domain exceptions. The HTTP layer maps each to a status in one place (app.py)."""
 from __future__ import annotations
 
+MAX_FIELDS = 20  # an error answer names at most this many fields, however many were wrong
+MAX_NAME = 100  # characters of a field's name that a client chose (an object's key)
+
 
 class ServiceError(Exception):
-    """An error a client may see: the message is written for them."""
+    """An error a client may see: the message is written for them. Its size is bounded: a hostile
+    request with 20,000 wrong fields gets an answer of the size of one with 20."""
 
     status = 500
 
     def __init__(self, message: str, errors: dict[str, list[str]] | None = None) -> None:
         super().__init__(message)
         self.message = message
-        self.errors = errors or {}
+        self.errors = _bounded(errors or {})
         self.headers: dict[str, str] = {}
+
+
+def _bounded(errors: dict[str, list[str]]) -> dict[str, list[str]]:
+    if len(errors) <= MAX_FIELDS and all(len(name) <= MAX_NAME for name in errors):
+        return errors
+    shown = {(name if len(name) <= MAX_NAME else f"{name[:MAX_NAME]}..."): messages
+             for name, messages in list(errors.items())[:MAX_FIELDS]}
+    if len(errors) > MAX_FIELDS:
+        shown.setdefault("body", []).append(f"and {len(errors) - MAX_FIELDS} more fields with problems")
+    return shown
 
 
 class RequestInvalid(ServiceError):

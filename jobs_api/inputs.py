@@ -47,8 +47,9 @@ class InputFiles:
                 raise RequestInvalid(
                     "Invalid input URL.", {f"{path}source": ["must be an http or https URL"]}
                 )
-            item = InputFile(type=kind, source=source, status="downloading",
-                             filename=spec.get("filename"), position=len(job.inputs))
+            filename = spec.get("filename")
+            item = InputFile(type=kind, source=source, status="downloading", position=len(job.inputs),
+                             filename=display_name(filename) or None if isinstance(filename, str) else None)
             job.inputs.append(item)
             return item
         if kind == "base64":

@@ -102,6 +102,8 @@ class PresetService:
         preset_id = options.get("preset")
         if not preset_id:
             return options
+        if not isinstance(preset_id, str):
+            raise RequestInvalid("Invalid preset.", {f"{path}options.preset": ["must be of type string"]})
         try:
             preset = self.get(key_id, preset_id)
         except NotFound:

@@ -28,12 +28,15 @@ def period_bounds(unit: str, value: str) -> tuple[datetime, datetime]:
         start = datetime.strptime(value, pattern).replace(tzinfo=UTC)
     except ValueError:
         raise RequestInvalid(f"Invalid {unit}.", {unit: [f"must be a date written {shown}"]}) from None
-    if unit == "day":
-        end = start + timedelta(days=1)
-    elif unit == "month":
-        end = start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
-    else:
-        end = start.replace(year=start.year + 1)
+    try:
+        if unit == "day":
+            end = start + timedelta(days=1)
+        elif unit == "month":
+            end = start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
+        else:
+            end = start.replace(year=start.year + 1)
+    except (ValueError, OverflowError):  # the period ends past the year 9999
+        raise RequestInvalid(f"Invalid {unit}.", {unit: ["must end before the year 10000"]}) from None
     return start, end
 
 

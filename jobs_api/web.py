@@ -3,6 +3,7 @@ parser that reads every body as JSON. Uploads are `uploads.py`'s."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -16,7 +17,7 @@ from webargs import core
 from webargs.flaskparser import FlaskParser
 
 from jobs_api.config import Config
-from jobs_api.errors import NotAuthenticated, NotFound, RequestInvalid
+from jobs_api.errors import MAX_FIELDS, NotAuthenticated, NotFound, RequestInvalid
 from jobs_api.jobs import JobService
 from jobs_api.models import ApiKey, Job
 from jobs_api.queue import enqueue_committed
@@ -89,6 +90,62 @@ def load_job(job_id: str, *, token_ok: bool = True) -> Job:
     return service().for_token(token, job_id)
 
 
+MAX_PAGE = 1_000_000  # pages of 50: past any key's jobs, and an offset every database holds
+MAX_DEPTH = 20  # levels of objects and arrays in a body; the deepest this API reads is 5
+MAX_INTEGER = 2**63 - 1  # what the database and every client's JSON library can hold
+
+
+class NotFinite(str):
+    """NaN, Infinity or -Infinity where the body had one: not JSON, and not a number the service
+    can store and later write back as JSON."""
+
+
+def checked_json(body: Any) -> Any:
+    """The parsed body, or RequestInvalid naming each value that no field may hold: one nested
+    too deeply, a number that is not finite or beyond 64 bits, a string that is not valid
+    Unicode (a lone surrogate, which \\ud800 writes; it would break every later answer)."""
+    problems: dict[str, list[str]] = {}
+    pending: list[tuple[str, Any, int]] = [("", body, 0)]
+    while pending and len(problems) < MAX_FIELDS:
+        path, value, depth = pending.pop()
+        problem = _value_problem(value, depth)
+        if problem:
+            problems[path or "body"] = [problem]
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                name = f"{path}.{key}" if path else str(key)
+                if _not_unicode(key):
+                    problems[name.encode("utf-8", "backslashreplace").decode()] = ["the name is not valid Unicode"]
+                else:
+                    pending.append((name, item, depth + 1))
+        elif isinstance(value, list):
+            pending.extend((f"{path}.{index}" if path else str(index), item, depth + 1)
+                           for index, item in enumerate(value))
+    if problems:
+        raise RequestInvalid("Invalid request.", problems)
+    return body
+
+
+def _value_problem(value: Any, depth: int) -> str | None:
+    if depth > MAX_DEPTH:
+        return f"nested more than {MAX_DEPTH} levels"
+    if isinstance(value, NotFinite) or (isinstance(value, float) and not math.isfinite(value)):
+        return "must be a finite number"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INTEGER:
+        return "must be an integer that fits in 64 bits"
+    if isinstance(value, str) and _not_unicode(value):
+        return "not valid Unicode (a lone surrogate)"
+    return None
+
+
+def _not_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 class JsonAnywayParser(FlaskParser):
     """Bodies are JSON whatever their Content-Type; errors are 400 naming each field."""
 
@@ -99,7 +156,10 @@ class JsonAnywayParser(FlaskParser):
         if not data.strip():
             return core.missing
         try:
-            return json.loads(data)
+            return checked_json(json.loads(data, parse_constant=NotFinite))
+        except RecursionError:
+            raise RequestInvalid("The request body is nested too deeply.",
+                                 {"body": [f"nested more than {MAX_DEPTH} levels"]}) from None
         except json.JSONDecodeError as exc:
             raise RequestInvalid(
                 "Malformed JSON in the request body.", {"body": [f"not valid JSON: {exc.msg}"]}

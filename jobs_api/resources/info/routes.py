@@ -9,7 +9,7 @@ from marshmallow import Schema, fields, validate
 from jobs_api import catalog
 from jobs_api.models import STATUS_INFO
 from jobs_api.representation import StatusOut
-from jobs_api.web import Blueprint
+from jobs_api.web import MAX_PAGE, Blueprint
 
 blp = Blueprint("info", __name__, url_prefix="/v2", description="Statuses and the conversions catalog")
 CATALOG_PAGE = 50
@@ -18,7 +18,7 @@ CATALOG_PAGE = 50
 class CatalogQuery(Schema):
     category = fields.String()
     target = fields.String()
-    page = fields.Integer(load_default=1, validate=validate.Range(min=1))
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=MAX_PAGE))
 
 
 class CatalogEntry(Schema):

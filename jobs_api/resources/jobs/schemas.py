@@ -5,6 +5,7 @@ from marshmallow import RAISE, Schema, fields, validate
 
 from jobs_api.inputs import INPUT_TYPES
 from jobs_api.models import JobStatus
+from jobs_api.web import MAX_PAGE
 
 
 class Strict(Schema):
@@ -57,7 +58,7 @@ class JobPatch(Strict):
 
 class JobListQuery(Schema):
     status = fields.String(validate=validate.OneOf([s.value for s in JobStatus]))
-    page = fields.Integer(load_default=1, validate=validate.Range(min=1))
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=MAX_PAGE))
 
 
 class OutputListQuery(Schema):
