@@ -397,3 +397,43 @@ def test_a_bitrate_the_source_rate_cannot_hold_fails_the_job_clearly(client: Any
     job = convert(client, config, headers, low, "mp3", {"audio_bitrate": 320})  # the source picks 8000 Hz
     assert job["status"]["code"] == "failed"
     assert "320 kbit/s" in job["errors"][0]["message"] and "set frequency" in job["errors"][0]["message"]
+
+
+def test_a_preset_changed_before_the_job_runs_is_validated_again(client: Any, config: Any, headers: dict[str, str],
+                                                                 source: Path) -> None:
+    preset = client.post("/v2/presets", json={"name": "changes", "target": "ogg", "options": {}},
+                         headers=headers).get_json()
+    body = {"process": False, "conversion": [{"target": "mp3", "options": {"preset": preset["id"]}}]}
+    created = client.post("/v2/jobs", json=body, headers=headers).get_json()
+    changed = client.patch(f"/v2/presets/{preset['id']}", json={"options": {"audio_codec": "opus"}},
+                           headers=headers)
+    assert changed.status_code == 200, changed.get_json()  # right for ogg, not for the job's mp3
+    with source.open("rb") as handle:
+        client.post(f"/v2/dl/upload-file/{created['id']}", data={"file": (handle, source.name)},
+                    headers={"X-Oc-Token": created["token"]})
+    client.patch(f"/v2/jobs/{created['id']}", json={"process": True}, headers=headers)
+    run_worker(config)
+    job = client.get(f"/v2/jobs/{created['id']}", headers=headers).get_json()
+    assert job["status"]["code"] == "failed", job
+    message = job["errors"][0]["message"]
+    assert "changed" in message and "audio_codec" in message, message
+
+
+def test_an_input_of_unknown_length_converts_whole_or_fails_at_the_limit(
+        monkeypatch: pytest.MonkeyPatch, client: Any, config: Any, headers: dict[str, str], tmp_path: Path) -> None:
+    """A live Matroska stream says no length: 5 s converts whole (not "truncated"); with a
+    limit of 3 s the job fails instead of being cut there and called completed."""
+    live = tmp_path / "live.mkv"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "sine=d=5", "-c:a", "flac", "-f", "matroska",
+                    "-live", "1", str(live)], check=True)
+    job = convert(client, config, headers, live, "mp3")
+    assert job["status"]["code"] == "completed", job["errors"]
+    assert probe(download(client, job, tmp_path))["duration"] == pytest.approx(5.0, abs=0.1)
+    monkeypatch.setenv("MAX_DURATION_SECONDS", "3")
+    worker_services.cache_clear()
+    try:
+        job = convert(client, config, headers, live, "mp3")
+    finally:
+        monkeypatch.undo()
+        worker_services.cache_clear()
+    assert job["status"]["code"] == "failed" and "does not say how long" in job["errors"][0]["message"], job

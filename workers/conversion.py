@@ -80,7 +80,10 @@ def convert_stream(run: ConversionRun, step: Step, stream: SourceInfo, partial: 
     # ffmpeg's own progress report says how much it wrote: no ffprobe of the output, which
     # costs as much as a short clip's encoding (bench/small_file.py).
     written, expected = run.progress.reached, plan.duration
-    if expected - written > max(0.5, 0.1 * expected):
+    if not stream.duration:  # a length the input does not say: the limit is all that was planned
+        if written >= run.limits.max_duration - 0.5:
+            raise JobProblem(Failure.TOO_LONG_UNSAID, limit=run.limits.max_duration)
+    elif expected - written > max(0.5, 0.1 * expected):
         raise JobProblem(Failure.TRUNCATED, written=written, expected=expected)
     metadata = encoding.metadata_of(plan, written, partial.stat().st_size)
     if loudness:

@@ -54,8 +54,10 @@ class Failure(Enum):
     PROBE_UNREADABLE = "probe failed"
     NO_AUDIO_STREAM = "no audio stream"
     TOO_LONG = "input too long"
+    TOO_LONG_UNSAID = "input of unknown length reached the limit"
     OPTIONS_DO_NOT_FIT = "options do not fit the input"
     PRESET_GONE = "preset gone"
+    PRESET_CHANGED = "preset changed to options that do not fit"
     TEXT_TOO_LONG = "text too long"
     TEXT_NOT_UTF8 = "text not UTF-8"
     TEXT_NOT_SPOKEN = "espeak-ng failed"
@@ -80,8 +82,14 @@ FAILURES: dict[Failure, tuple[ErrorCode, str]] = {
         ErrorCode.NOT_AUDIO, "The input is not an audio file in a supported format (or it is empty or damaged)."),
     Failure.NO_AUDIO_STREAM: (ErrorCode.NOT_AUDIO, "The input has no audio stream."),
     Failure.TOO_LONG: (ErrorCode.TOO_LONG, "The input is {seconds:.0f} s long; the limit is {limit} s."),
+    Failure.TOO_LONG_UNSAID: (
+        ErrorCode.TOO_LONG, "The input does not say how long it is, and it runs to the limit of {limit:g} s or "
+                            "beyond; it was not converted, rather than cut there."),
     Failure.OPTIONS_DO_NOT_FIT: (ErrorCode.OPTIONS_NOT_APPLICABLE, "The options do not fit the input: {reason}."),
     Failure.PRESET_GONE: (ErrorCode.OPTIONS_NOT_APPLICABLE, "The preset {preset!r} no longer exists."),
+    Failure.PRESET_CHANGED: (
+        ErrorCode.OPTIONS_NOT_APPLICABLE, "The preset {preset!r} was changed after the job was created, and its "
+                                          "options no longer fit this conversion: {reason}"),
     Failure.TEXT_TOO_LONG: (ErrorCode.TEXT_INVALID, "The text is longer than {kib} KiB."),
     Failure.TEXT_NOT_UTF8: (ErrorCode.TEXT_INVALID, "The text input is not UTF-8 plain text."),
     Failure.TEXT_NOT_SPOKEN: (ErrorCode.TEXT_INVALID, "The text could not be spoken."),

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from jobs_api import catalog
 from jobs_api.config import Config
 from jobs_api.errors import RequestInvalid
 from jobs_api.lifecycle import transition
@@ -149,11 +150,20 @@ class ConversionRun:
 
 
 def options_of(session: Session, job: Job, conversion: Conversion) -> dict[str, Any]:
-    """The conversion's options over its preset's; a problem if the preset is gone."""
+    """The conversion's options over its preset's; a problem if the preset is gone, or was
+    changed since the job was created into options that no longer fit the conversion."""
+    preset = conversion.options.get("preset")
     try:
-        return PresetService(session).effective_options(job.api_key_id, conversion.options)
+        options = PresetService(session).effective_options(job.api_key_id, conversion.options)
     except RequestInvalid as exc:
-        raise JobProblem(Failure.PRESET_GONE, preset=conversion.options.get("preset")) from exc
+        raise JobProblem(Failure.PRESET_GONE, preset=preset) from exc
+    if preset:
+        try:
+            catalog.validate(conversion.target, options)
+        except RequestInvalid as exc:
+            reasons = "; ".join(f"{name}: {' '.join(messages)}" for name, messages in exc.errors.items())
+            raise JobProblem(Failure.PRESET_CHANGED, preset=preset, reason=reasons) from exc
+    return options
 
 
 QUEUED_AGAIN = "The worker stopped before the job was done; it is queued again."
