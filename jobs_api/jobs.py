@@ -74,8 +74,12 @@ class JobService:
             JOB_OF_KEY, {"job_id": job_id, "key_hash": key_hash}).unique().scalar_one_or_none()
 
     def for_token(self, token: str, job_id: str) -> Job:
+        """The job its token opens; a token dies with its key: a revoked key's jobs are 404."""
         job = self.session.get(Job, job_id, options=WITH_SPEC)
         if job is None or not hmac.compare_digest(job.token, token):
+            raise NotFound("Job not found.")
+        key = self.session.get(ApiKey, job.api_key_id)
+        if key is None or key.revoked_at is not None:
             raise NotFound("Job not found.")
         return job
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import io
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -69,6 +70,35 @@ def test_revoked_key_is_refused(client: Any, config: Any) -> None:
     # Its own job, read by the query that checks the key too.
     assert client.get(f"/v2/jobs/{job['id']}", headers=key).status_code == 401
     assert client.get(f"/v2/jobs/{job['id']}", headers={"X-Oc-Api-Key": "nope"}).status_code == 401
+    # Its job's token dies with it: no read, no upload.
+    token = {"X-Oc-Token": job["token"]}
+    assert client.get(f"/v2/jobs/{job['id']}", headers=token).status_code == 404
+    upload = client.post(f"/v2/dl/upload-file/{job['id']}", data={"file": (io.BytesIO(b"RIFF"), "a.wav")},
+                         headers=token)
+    assert upload.status_code == 404
+
+
+def test_a_job_token_reads_and_uploads_and_changes_nothing(client: Any, headers: dict[str, str]) -> None:
+    job = create(client, headers, process=False, conversion=[FLAC])
+    token = {"X-Oc-Token": job["token"]}
+    conversion = f"/v2/jobs/{job['id']}/conversions/{job['conversion'][0]['id']}"
+    upload = client.post(f"/v2/dl/upload-file/{job['id']}", data={"file": (io.BytesIO(b"RIFF...."), "a.wav")},
+                         headers=token)
+    assert upload.status_code == 201, upload.get_json()
+    assert client.get(conversion, headers=token).status_code == 200
+    assert client.get(f"/v2/jobs/{job['id']}/output", headers=token).status_code == 200
+    for method, path, body in [
+        ("patch", f"/v2/jobs/{job['id']}", {"process": True}),
+        ("delete", f"/v2/jobs/{job['id']}", None),
+        ("patch", conversion, {"options": {"frequency": 8000}}),
+        ("delete", conversion, None),
+        ("post", f"/v2/jobs/{job['id']}/conversions", FLAC),
+        ("delete", f"/v2/jobs/{job['id']}/input/{upload.get_json()['id']}", None),
+        ("patch", f"/v2/jobs/{job['id']}/output", {"filename": "x"}),
+    ]:
+        answer = getattr(client, method)(path, headers=token, json=body)
+        assert answer.status_code == 401, (method, path, answer.get_json())
+    assert client.get(f"/v2/jobs/{job['id']}", headers=headers).get_json()["status"]["code"] != "canceled"
 
 
 def test_public_url_follows_port_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:

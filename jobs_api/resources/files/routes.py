@@ -60,7 +60,7 @@ class UploadFile(MethodView):
     @blp.response(201, InputOut)
     def post(self, job_id: str) -> Any:
         """Upload a file into a job (multipart field `file`), with the job's token or the key"""
-        job = load_job(job_id)  # before the body is read: no bytes for a job you cannot see
+        job = load_job(job_id, upload=True)  # before the body is read: no bytes for a job you cannot see
         _require_slot_if_starting(job)
         if config().convert_while_uploading and job.status in EDITABLE and not job.inputs and len(job.conversions) == 1:
             request.environ[ON_FILE] = partial(_convert_while_arriving, job.id)
@@ -81,7 +81,7 @@ class UploadBase64(MethodView):
     @blp.response(201, InputOut(many=True))
     def post(self, files: list[dict[str, Any]], job_id: str) -> Any:
         """Upload one or more base64-encoded files into a job (object or array of {content, filename})"""
-        job = load_job(job_id)
+        job = load_job(job_id, upload=True)
         _require_slot_if_starting(job)
         created = []
         for index, item in enumerate(files):

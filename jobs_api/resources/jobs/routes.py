@@ -71,7 +71,7 @@ class JobItem(MethodView):
     @blp.response(204)
     def delete(self, job_id: str) -> Any:
         """Cancel a job; its files are deleted and it stays readable as canceled"""
-        service().cancel(load_job(job_id, token_ok=False))
+        service().cancel(load_job(job_id))
         return Response(status=204)
 
 
