@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Callable
+from contextlib import nullcontext
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from jobs_api import callbacks, catalog
 from jobs_api.config import Config
-from jobs_api.errors import NotFound, RequestInvalid, Unprocessable, WrongState
+from jobs_api.errors import NotFound, RequestInvalid, TooManyRequests, Unprocessable, WrongState
 from jobs_api.inputs import InputFiles, display_name
 from jobs_api.lifecycle import store_new, transition
 from jobs_api.limits import KeyLimits
@@ -138,8 +139,14 @@ class JobService:
             statuses.append(JobStatus.QUEUED)
         job.status, job.status_info = statuses[-1].value, STATUS_INFO[statuses[-1]]
         try:
-            store_new(self.session, job, statuses)
-            self.session.commit()
+            with self.limits.starting(key_id) if starts else nullcontext():
+                store_new(self.session, job, statuses)
+                self.session.commit()
+        except TooManyRequests:  # other requests of the key took the last slot meanwhile
+            self.session.rollback()
+            for item in job.inputs:
+                self.inputs.release(item)
+            raise
         except IntegrityError:  # the same Idempotency-Key in a request that was just faster
             self.session.rollback()
             for item in job.inputs:
@@ -317,8 +324,18 @@ class JobService:
         wanted = _resting_status(job)
         if wanted == JobStatus.READY and job.process:
             wanted = JobStatus.QUEUED
-        moved = job.status != wanted.value and transition(self.session, job.id, wanted, allowed_from=EDITABLE)
-        self.session.commit()
+        try:
+            with self.limits.starting(job.api_key_id) if wanted == JobStatus.QUEUED else nullcontext():
+                moved = job.status != wanted.value and transition(self.session, job.id, wanted,
+                                                                  allowed_from=EDITABLE)
+                self.session.commit()
+        except TooManyRequests as refused:  # what the request added is kept; the job waits to be started
+            job.process = False
+            if job.status != JobStatus.READY.value:
+                transition(self.session, job.id, JobStatus.READY, allowed_from=EDITABLE)
+            self.session.commit()
+            refused.message += ' The job was kept, not started: start it with {"process": true} later.'
+            raise
         if not moved and job.status != wanted.value:
             self.session.refresh(job)  # another request (a cancel) changed it first
         if moved and wanted == JobStatus.QUEUED:  # not if a cancel got there first

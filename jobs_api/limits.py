@@ -2,18 +2,23 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
+from redis.exceptions import LockError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from jobs_api.config import Config
 from jobs_api.errors import TooManyRequests
 from jobs_api.models import Job, JobStatus, utcnow
+from jobs_api.queue import redis_for
 from jobs_api.representation import aware
 
 RUNNING = [JobStatus.QUEUED.value, JobStatus.DOWNLOADING.value, JobStatus.PROCESSING.value]
 CONCURRENCY_RETRY_AFTER = 10  # seconds; a guess at when a running job frees its slot
+LOCK_SECONDS = 5  # a key's slot lock: held from the count to the commit, a few milliseconds
 
 
 class KeyLimits:
@@ -32,6 +37,27 @@ class KeyLimits:
             raise TooManyRequests(
                 f"This key already has {running} jobs queued or running (limit {limit}); "
                 "try again when one has finished.", CONCURRENCY_RETRY_AFTER)
+
+    @contextmanager
+    def starting(self, key_id: str) -> Iterator[None]:
+        """Around counting a key's running jobs and committing one more: requests of the same
+        key wait for each other here, so that many at once cannot each count the same free
+        slot (across processes and hosts: the lock is in Redis). 429 if there is no slot."""
+        if not self.config.max_concurrent_jobs:
+            yield
+            return
+        lock = redis_for(self.config.redis_url).lock(f"jobs-api:starting:{key_id}", timeout=LOCK_SECONDS,
+                                                       blocking_timeout=LOCK_SECONDS)
+        if not lock.acquire():
+            raise TooManyRequests("Too many jobs of this key are starting at once; try again.", 1)
+        try:
+            self.require_slot(key_id)
+            yield
+        finally:
+            try:
+                lock.release()
+            except LockError:  # held past LOCK_SECONDS: it expired on its own
+                pass
 
     def require_rate(self, key_id: str) -> None:
         """429 unless the key may create one more job this minute."""

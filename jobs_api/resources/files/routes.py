@@ -34,6 +34,7 @@ blp = Blueprint("files", __name__, url_prefix="/v2/dl", description="Uploads and
 BASE64_CHUNK = 3 * 256 * 1024  # a multiple of 3, so chunks encode without padding
 PASSWORD_HEADERS = ("X-Api2convert-Download-Password", "X-Oc-Download-Password")
 PASSWORD_COOKIE = "x-oc-download-password"
+MAX_CANDIDATES = 5
 
 
 class Base64File(Schema):
@@ -154,12 +155,15 @@ def _require_password(output: OutputFile) -> None:
     candidates = [part.strip() for value in sent for part in value.split(",") if part.strip()]
     if not candidates:
         raise NotAllowed("This output is protected: send its download password in X-Oc-Download-Password.")
+    if len(candidates) > MAX_CANDIDATES:  # each costs a hash against each of the output's passwords
+        raise RequestInvalid("Too many download passwords.",
+                             {"X-Oc-Download-Password": [f"at most {MAX_CANDIDATES} comma-separated candidates"]})
     failures = PasswordFailures(redis_for(config().redis_url), config().max_password_failures)
     address = request.remote_addr or "unknown"
-    failures.check(address)
+    failures.take(address)
     if not password_matches(candidates, hashes):
-        failures.record(address)
         raise NotAllowed("Wrong download password.")
+    failures.give_back(address)
 
 
 def _base64_chunks(path: Path) -> Iterator[bytes]:
