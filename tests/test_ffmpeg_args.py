@@ -229,4 +229,5 @@ def test_meter_summaries_are_parsed() -> None:
 
 
 def test_speech_is_read_as_plain_text() -> None:
-    assert tts_args(Path("/s/t"), Path("/w/s.wav"), "de") == ["espeak-ng", "-v", "de", "-w", "/w/s.wav", "-f", "/s/t"]
+    assert tts_args(Path("/s/t"), Path("/w/s.wav"), "de", 10) == [
+        "prlimit", "--fsize=441044", "--", "espeak-ng", "-v", "de", "-w", "/w/s.wav", "-f", "/s/t"]

@@ -338,6 +338,30 @@ def test_text_that_is_not_utf8_fails_clearly(client: Any, config: Any, headers: 
     assert job["errors"][0]["code"] == 2008 and "UTF-8" in job["errors"][0]["message"]
 
 
+def test_audio_sent_as_text_is_converted_as_audio(client: Any, config: Any, headers: dict[str, str],
+                                                   source: Path, tmp_path: Path) -> None:
+    named_text = tmp_path / "really-a-wav.txt"
+    named_text.write_bytes(source.read_bytes())
+    job = convert(client, config, headers, named_text, "flac")
+    assert job["status"]["code"] == "completed", job["errors"]
+    assert probe(download(client, job, tmp_path))["duration"] == pytest.approx(probe(source)["duration"], abs=0.05)
+
+
+def test_speech_longer_than_the_limit_is_stopped_while_it_is_made(
+        monkeypatch: pytest.MonkeyPatch, client: Any, config: Any, headers: dict[str, str], tmp_path: Path) -> None:
+    text = tmp_path / "long.txt"
+    text.write_text("This sentence takes a few seconds to speak. " * 40, encoding="utf-8")  # about two minutes
+    monkeypatch.setenv("MAX_DURATION_SECONDS", "10")
+    worker_services.cache_clear()
+    try:
+        job = convert(client, config, headers, text, "mp3")
+    finally:
+        monkeypatch.undo()
+        worker_services.cache_clear()
+    assert job["status"]["code"] == "failed", job
+    assert job["errors"][0]["message"] == "The text would take longer than the limit of 10 s to speak."
+
+
 def test_every_language_of_the_catalog_has_an_espeak_voice(tmp_path: Path) -> None:
     for language, voice in catalog.TTS_VOICES.items():
         wav = tmp_path / f"{language}.wav"

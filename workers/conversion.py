@@ -11,8 +11,9 @@ from jobs_api.inputs import display_name
 from jobs_api.lifecycle import record_note
 from jobs_api.models import Conversion, InputFile
 from workers import encoding, normalization, speech
+from workers.ffmpeg import runner
 from workers.ffmpeg.plan import Limits, Plan, PlanInvalid, SourceInfo, plan_conversion, with_tags
-from workers.ffmpeg.probe import probe
+from workers.ffmpeg.probe import NotAudio, probe
 from workers.problems import ErrorCode, Failure, JobProblem, Stage, failures_of, plan_problem
 from workers.upload_conversion import UploadConversion
 
@@ -48,12 +49,15 @@ def convert_input(run: ConversionRun, conversion: Conversion, options: dict[str,
     target = catalog.TARGETS[conversion.target]
     step = Step(conversion, options, item, run.services.storage.input_path(item.storage_key or ""),
                 catalog.ignored_options(target, options, conversion.metadata_))
-    if speech.is_text(item):
+    # What claims to be text is probed first: a WAV sent as text/plain is audio, not text to speak.
+    streams = _audio_streams(run, step.source) if speech.is_text(item) else None
+    if speech.is_text(item) and streams is None:
         step.source = speech.speak(run, step.source, options, run.work / f"{conversion.id}-{item.id}-speech.wav")
     elif "language_tts" in conversion.options:
         step.notes.append("language_tts ignored: the input is audio, not plain text.")
-    with failures_of(Stage.PROBE, deadline=run.deadline):
-        streams = probe(step.source, run.job.id)
+    if streams is None:
+        with failures_of(Stage.PROBE, deadline=run.deadline):
+            streams = probe(step.source, run.job.id)
     stem = display_name(options.get("output_filename") or "") or Path(item.filename or "file").stem or "file"
     results = []
     for stream in streams:
@@ -65,6 +69,14 @@ def convert_input(run: ConversionRun, conversion: Conversion, options: dict[str,
         run.warn("conversion", conversion.id, ErrorCode.OPTION_IGNORED, note)
     run.session.commit()
     return results
+
+
+def _audio_streams(run: ConversionRun, source: Path) -> list[SourceInfo] | None:
+    """The audio streams of `source`, or None where it holds none that ffprobe can read."""
+    try:
+        return probe(source, run.job.id)
+    except (runner.ProcessFailed, NotAudio):
+        return None
 
 
 def convert_stream(run: ConversionRun, step: Step, stream: SourceInfo, partial: Path) -> dict[str, Any]:

@@ -61,6 +61,7 @@ class Failure(Enum):
     TEXT_TOO_LONG = "text too long"
     TEXT_NOT_UTF8 = "text not UTF-8"
     TEXT_NOT_SPOKEN = "espeak-ng failed"
+    SPEECH_TOO_LONG = "speech at the length limit"
     FFMPEG_EXIT = "ffmpeg exited non-zero"
     FFMPEG_SIGNAL = "ffmpeg killed by a signal"
     SANDBOX = "no sandbox for the run"
@@ -93,6 +94,7 @@ FAILURES: dict[Failure, tuple[ErrorCode, str]] = {
     Failure.TEXT_TOO_LONG: (ErrorCode.TEXT_INVALID, "The text is longer than {kib} KiB."),
     Failure.TEXT_NOT_UTF8: (ErrorCode.TEXT_INVALID, "The text input is not UTF-8 plain text."),
     Failure.TEXT_NOT_SPOKEN: (ErrorCode.TEXT_INVALID, "The text could not be spoken."),
+    Failure.SPEECH_TOO_LONG: (ErrorCode.TOO_LONG, "The text would take longer than the limit of {limit:g} s to speak."),
     Failure.FFMPEG_EXIT: (ErrorCode.DAMAGED, "The input could not be decoded; it may be damaged or truncated."),
     Failure.FFMPEG_SIGNAL: (
         ErrorCode.CONVERSION_FAILED, "The conversion was interrupted ({program} was stopped by {signal}); "

@@ -1,6 +1,7 @@
 """Text to speech: a plain-text input is spoken by espeak-ng, then converted like any audio."""
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +33,14 @@ def speak(run: ConversionRun, text: Path, options: dict[str, Any], wav: Path) ->
     except UnicodeDecodeError as exc:
         raise JobProblem(Failure.TEXT_NOT_UTF8) from exc
     voice = catalog.TTS_VOICES[options.get("language_tts") or catalog.DEFAULTS["language_tts"]]
+    seconds = run.limits.max_duration
+    sees = Sees(reads=(text, espeak_data()), writes=(run.work,))
     with failures_of(Stage.SPEAK, deadline=run.deadline):
-        sees = Sees(reads=(text, espeak_data()), writes=(run.work,))
-        runner.run(tts_args(text, wav, voice), sees=sees, deadline_seconds=run.deadline, should_stop=run.stop_requested)
+        try:
+            runner.run(tts_args(text, wav, voice, seconds), sees=sees, deadline_seconds=run.deadline,
+                       should_stop=run.stop_requested)
+        except runner.ProcessFailed as exc:
+            if exc.returncode == -signal.SIGXFSZ:  # the kernel stopped it at the size limit
+                raise JobProblem(Failure.SPEECH_TOO_LONG, limit=seconds) from exc
+            raise
     return wav

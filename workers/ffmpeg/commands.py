@@ -97,9 +97,20 @@ def progress_seconds(line: str) -> float | None:
     return int(value) / 1e6 if key == "out_time_us" and value.lstrip("-").isdigit() else None
 
 
-def tts_args(text: Path, wav: Path, voice: str) -> list[str]:
-    """espeak-ng reads the text as plain text (no SSML: that needs -m) and writes a WAV."""
-    return ["espeak-ng", "-v", voice, "-w", str(wav), "-f", str(text)]
+SPEECH_BYTES_PER_SECOND = 22050 * 2  # espeak-ng's WAV: 22.05 kHz, mono, 16 bits
+WAV_HEADER_BYTES = 44
+
+
+def speech_bytes(seconds: float) -> int:
+    """The size of espeak-ng's WAV of `seconds` of speech."""
+    return WAV_HEADER_BYTES + int(seconds * SPEECH_BYTES_PER_SECOND)
+
+
+def tts_args(text: Path, wav: Path, voice: str, max_seconds: float) -> list[str]:
+    """espeak-ng reads the text as plain text (no SSML: that needs -m) and writes a WAV, which
+    the kernel stops at `max_seconds` of speech (a few KB of text can make an hour)."""
+    return ["prlimit", f"--fsize={speech_bytes(max_seconds)}", "--",
+            "espeak-ng", "-v", voice, "-w", str(wav), "-f", str(text)]
 
 
 def seconds(value: float) -> str:
