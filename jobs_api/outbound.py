@@ -1,20 +1,23 @@
 """Requests to addresses that strangers give us (remote inputs, callbacks).
 
 Each hop's host is resolved once, every address is checked, and the connection goes to
-the checked address, so DNS rebinding cannot swap it. Redirects are followed by hand.
+the checked address, so DNS rebinding cannot swap it. Redirects are followed by hand. Each
+request ends at its deadline, whatever it waits for (a server that sends its headers or its
+body a byte at a time included): a watch shuts its sockets down then.
 """
 from __future__ import annotations
 
 import hashlib
 import ipaddress
 import socket
-import time
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import unquote, urljoin, urlsplit
 
 import urllib3
+from urllib3.connection import HTTPConnection, HTTPSConnection
 
 MAX_REDIRECTS = 5
 CHUNK = 1024 * 1024
@@ -63,9 +66,67 @@ class Allowance:
 
 def is_http_url(value: str) -> bool:
     """Whether a URL a client gives is one we may fetch or post to at all: http or https, with
-    a host. Where it leads is checked when it is used (`fetch_to_file`, `post`)."""
+    a host that is a valid (internationalised) name. Where it leads is checked when it is used
+    (`fetch_to_file`, `post`)."""
     parts = urlsplit(value)
-    return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+    return parts.scheme.lower() in ("http", "https") and ascii_host(parts.hostname or "") is not None
+
+
+def ascii_host(host: str) -> str | None:
+    """The host as DNS, TLS and the Host header take it (IDNA: bücher.example is
+    xn--bcher-kva.example); None if it is empty or no valid name."""
+    try:
+        encoded = host.lower().rstrip(".").encode("idna").decode("ascii")
+    except UnicodeError:
+        return None
+    return encoded or None
+
+
+class _Watch:
+    """A request's deadline: at it, every socket the request opened is shut down, which ends
+    whatever read or connect is waiting. Per-read time-outs alone let a server that sends a
+    byte now and then hold the request for as long as it likes."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.expired = seconds, False
+        self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
+        self.timer = threading.Timer(seconds, self._expire)
+        self.timer.daemon = True
+        self.timer.start()
+
+    def _expire(self) -> None:
+        with self.lock:
+            self.expired = True
+            for sock in self.sockets:
+                _shut(sock)
+
+    def add(self, sock: socket.socket) -> None:
+        with self.lock:
+            self.sockets.append(sock)
+            if self.expired:
+                _shut(sock)
+
+    def end(self) -> None:
+        self.timer.cancel()
+
+    def connection_class(self, https: bool) -> type[HTTPConnection]:
+        watch, base = self, HTTPSConnection if https else HTTPConnection
+
+        class Watched(base):  # type: ignore[valid-type,misc]
+            def _new_conn(self) -> socket.socket:
+                sock: socket.socket = super()._new_conn()
+                watch.add(sock)
+                return sock
+
+        return Watched
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def _embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
@@ -107,9 +168,11 @@ def _resolve(url: str, allow: Allowance) -> _Hop:
         raise OutboundRefused("Only http and https URLs are accepted.")
     if parts.username or parts.password:
         raise OutboundRefused("URLs with credentials are not accepted.")
-    host = (parts.hostname or "").lower().rstrip(".")
-    if not host:
+    if not parts.hostname:
         raise OutboundRefused("The URL has no host.")
+    host = ascii_host(parts.hostname)
+    if host is None:
+        raise OutboundRefused("The URL's host is not a valid host name.")
     try:
         port = parts.port or (443 if scheme == "https" else 80)
     except ValueError as exc:
@@ -131,9 +194,10 @@ def _resolve(url: str, allow: Allowance) -> _Hop:
 
 
 def _request(
-    method: str, url: str, allow: Allowance, timeout: float, *,
+    method: str, url: str, allow: Allowance, watch: _Watch, *,
     body: bytes | None = None, headers: dict[str, str] | None = None, follow: bool = True,
 ) -> tuple[urllib3.BaseHTTPResponse, str]:
+    timeout = watch.seconds
     for _ in range(MAX_REDIRECTS + 1):
         hop = _resolve(url, allow)
         pool_timeout = urllib3.Timeout(connect=min(10.0, timeout), read=timeout)
@@ -145,6 +209,7 @@ def _request(
             )
         else:
             pool = urllib3.HTTPConnectionPool(hop.address, hop.port, timeout=pool_timeout, retries=False)
+        pool.ConnectionCls = watch.connection_class(hop.scheme == "https")
         default_port = 443 if hop.scheme == "https" else 80
         host_header = hop.host if hop.port == default_port else f"{hop.host}:{hop.port}"
         try:
@@ -153,6 +218,8 @@ def _request(
                 redirect=False, preload_content=False, assert_same_host=False,
             )
         except urllib3.exceptions.HTTPError as exc:
+            if watch.expired:
+                raise OutboundFailed(f"The server at {hop.host} did not answer within {timeout:g} seconds.") from exc
             raise OutboundFailed(f"The server at {hop.host} could not be reached.") from exc
         location = response.headers.get("Location")
         if follow and response.status in (301, 302, 303, 307, 308) and location:
@@ -168,8 +235,12 @@ def fetch_to_file(
 ) -> Fetched:
     """Stream `url` into `destination` (hashing it on the way), refusing to go past `max_bytes`
     or `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    response, final_url = _request("GET", url, allow, timeout)
+    watch = _Watch(timeout)
+    try:
+        response, final_url = _request("GET", url, allow, watch)
+    except BaseException:
+        watch.end()
+        raise
     try:
         if response.status >= 400:
             raise OutboundFailed(f"The server answered HTTP {response.status} for the input URL.")
@@ -185,25 +256,30 @@ def fetch_to_file(
                 size += len(chunk)
                 if size > max_bytes:
                     raise OutboundFailed(f"The input is larger than the limit of {max_bytes} bytes.")
-                if time.monotonic() > deadline:
-                    raise OutboundFailed(f"The download took longer than {timeout:g} seconds.")
                 destination.write(chunk)
                 digest.update(chunk)
-        except urllib3.exceptions.HTTPError as exc:
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            if watch.expired:
+                raise OutboundFailed(f"The download took longer than {timeout:g} seconds.") from exc
             raise OutboundFailed("The download of the input was interrupted.") from exc
+        if watch.expired:  # the last read ended at the shutdown: the body may be cut short
+            raise OutboundFailed(f"The download took longer than {timeout:g} seconds.")
         return Fetched(_filename(response, final_url), _content_type(response), size, digest.hexdigest())
     finally:
+        watch.end()
         response.release_conn()
 
 
 def post(url: str, body: bytes, headers: dict[str, str], *, allow: Allowance, timeout: float) -> int:
-    """POST `body` to `url` (no redirects followed); return the HTTP status."""
-    response, _ = _request("POST", url, allow, timeout, body=body, headers=headers, follow=False)
+    """POST `body` to `url` (no redirects followed); return the HTTP status. The answer's body is
+    not read: only its status counts, and a receiver could send that body for ever."""
+    watch = _Watch(timeout)
     try:
-        response.drain_conn()
+        response, _ = _request("POST", url, allow, watch, body=body, headers=headers, follow=False)
+        response.close()
         return response.status
     finally:
-        response.release_conn()
+        watch.end()
 
 
 def _content_type(response: Any) -> str | None:

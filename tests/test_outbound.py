@@ -6,13 +6,14 @@ import hashlib
 import io
 import ipaddress
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
-from jobs_api.outbound import Allowance, OutboundFailed, OutboundRefused, fetch_to_file, is_public
+from jobs_api.outbound import Allowance, OutboundFailed, OutboundRefused, fetch_to_file, is_http_url, is_public, post
 
 NOTHING = Allowance.parse([])
 LOOPBACK = Allowance.parse(["127.0.0.1"])
@@ -44,8 +45,30 @@ def test_uppercase_scheme_is_still_checked() -> None:
 
 
 class _Handler(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200)
+        self.end_headers()
+        self._drip(b"thanks " * 100)  # a receiver that answers slowly for ever
+
+    def _drip(self, data: bytes) -> None:
+        for byte in data:  # a byte every 0.2 s: each read is quick, the whole never ends in time
+            try:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+            except OSError:
+                return
+            time.sleep(0.2)
+
     def do_GET(self) -> None:  # noqa: N802
-        if self.path.startswith("/redirect-private"):
+        if self.path.startswith("/drip-headers"):
+            self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            self._drip(b"X-Slow: " + b"a" * 1000)
+        elif self.path.startswith("/drip-body"):
+            self.send_response(200)
+            self.end_headers()
+            self._drip(b"z" * 1000)
+        elif self.path.startswith("/redirect-private"):
             self.send_response(302)
             self.send_header("Location", "http://10.0.0.1/secret")
             self.end_headers()
@@ -129,3 +152,26 @@ def test_an_encoded_answer_is_stored_decoded_and_its_decoded_size_is_limited(ser
     assert sink.getvalue() == b"\0" * 20_000 and fetched.size == 20_000
     with pytest.raises(OutboundFailed, match="larger than"):
         fetch_to_file(f"{server}/gzip", io.BytesIO(), allow=LOOPBACK, max_bytes=10_000, timeout=5)
+
+
+@pytest.mark.parametrize("path", ["/drip-headers", "/drip-body"])
+def test_a_server_that_drips_is_cut_off_at_the_deadline(server: str, path: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(OutboundFailed, match="1 seconds"):
+        fetch_to_file(f"{server}{path}", io.BytesIO(), allow=LOOPBACK, max_bytes=10_000, timeout=1)
+    assert time.monotonic() - started < 5  # not the 200 s the whole drip takes
+
+
+def test_a_callback_does_not_wait_for_the_receivers_body(server: str) -> None:
+    started = time.monotonic()
+    assert post(f"{server}/hook", b"{}", {}, allow=LOOPBACK, timeout=3) == 200
+    assert time.monotonic() - started < 3  # the body's 700 bytes at 5 a second are not waited for
+
+
+def test_an_internationalised_host_is_encoded_and_a_broken_one_refused() -> None:
+    assert is_http_url("http://bücher.example/a.wav")
+    assert not is_http_url("http://a..b/a.wav") and not is_http_url("http://\udcff.example/")
+    with pytest.raises(OutboundRefused, match="valid host name"):
+        fetch_to_file("http://a..b/x", io.BytesIO(), allow=NOTHING, max_bytes=10, timeout=1)
+    with pytest.raises(OutboundFailed, match="xn--bcher-kva.invalid"):  # resolved as its ASCII name
+        fetch_to_file("http://bücher.invalid/x", io.BytesIO(), allow=NOTHING, max_bytes=10, timeout=1)
