@@ -257,10 +257,15 @@ class JobService:
         of `job`, and start the job if it is due."""
         if job.status not in (JobStatus.INCOMPLETE.value, JobStatus.READY.value):
             remove_quietly(path)
-            raise WrongState(f"The job is {job.status}; files can only be added before it starts.")
+        self.require_uploadable(job)
         item = self.inputs.adopt(job, path, filename, content_type, kind, checksum)
         self._settle(job)
         return item
+
+    def require_uploadable(self, job: Job) -> None:
+        """409 unless files can still be added to the job: checked before an upload is read too."""
+        if job.status not in (JobStatus.INCOMPLETE.value, JobStatus.READY.value):
+            raise WrongState(f"The job is {job.status}; files can only be added before it starts.")
 
     def update_outputs(self, outputs: list[OutputFile], body: dict[str, Any]) -> list[OutputFile]:
         """Rename outputs (the extension stays) or set their own download password ("" removes it)."""

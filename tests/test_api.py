@@ -360,3 +360,19 @@ def test_zero_byte_and_missing_upload_are_400(client: Any, headers: dict[str, st
     missing = client.post(f"/v2/dl/upload-file/{job['id']}", data={"other": "x"}, headers=token)
     assert missing.status_code == 400 and "file" in missing.get_json()["errors"]
     assert client.get(f"/v2/jobs/{job['id']}", headers=headers).get_json()["input"] == []
+
+
+def test_an_upload_into_a_started_job_is_refused_before_its_body_is_read(
+        client: Any, headers: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from jobs_api.resources.files import routes
+
+    job = create(client, headers, process=False, conversion=[FLAC])
+    assert client.delete(f"/v2/jobs/{job['id']}", headers=headers).status_code in (200, 204)
+
+    def read(*_args: Any) -> Any:
+        raise AssertionError("the body was read")
+
+    monkeypatch.setattr(routes, "received_file", read)
+    refused = client.post(f"/v2/dl/upload-file/{job['id']}", headers={"X-Oc-Token": job["token"]},
+                          data={"file": (io.BytesIO(b"\0" * (12 * 1024 * 1024)), "big.wav")})
+    assert refused.status_code == 409 and "canceled" in refused.get_json()["message"]

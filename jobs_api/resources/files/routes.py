@@ -62,6 +62,7 @@ class UploadFile(MethodView):
     def post(self, job_id: str) -> Any:
         """Upload a file into a job (multipart field `file`), with the job's token or the key"""
         job = load_job(job_id, upload=True)  # before the body is read: no bytes for a job you cannot see
+        service().require_uploadable(job)  # nor for one that takes no more files
         _require_slot_if_starting(job)
         if config().convert_while_uploading and job.status in EDITABLE and not job.inputs and len(job.conversions) == 1:
             request.environ[ON_FILE] = partial(_convert_while_arriving, job.id)
