@@ -65,7 +65,11 @@ class Config:
     # Limits. Audio decompresses up to ~1000-fold, so the decoded side is capped too.
     max_input_bytes: int = 512 * MiB
     max_duration_seconds: int = 4 * 3600
-    max_output_bytes: int = 1024 * MiB
+    max_output_bytes: int = 1024 * MiB  # a job's outputs together
+    # A job's budget, all its inputs and conversions together: one small file can hold hundreds
+    # of streams, each within the limits above.
+    max_job_streams: int = 16
+    max_job_seconds: int = 3 * 4 * 3600  # decoded
     ffmpeg_timeout_seconds: int = 1800
     download_timeout_seconds: int = 300
     max_channels: int = 8
@@ -109,6 +113,8 @@ class Config:
             max_input_bytes=_env_int("MAX_INPUT_BYTES", defaults.max_input_bytes),
             max_duration_seconds=_env_int("MAX_DURATION_SECONDS", defaults.max_duration_seconds),
             max_output_bytes=_env_int("MAX_OUTPUT_BYTES", defaults.max_output_bytes),
+            max_job_streams=_env_int("MAX_JOB_STREAMS", defaults.max_job_streams),
+            max_job_seconds=_env_int("MAX_JOB_SECONDS", defaults.max_job_seconds),
             ffmpeg_timeout_seconds=_env_int(
                 "FFMPEG_TIMEOUT_SECONDS", defaults.ffmpeg_timeout_seconds
             ),

@@ -5,12 +5,9 @@ the row is committed.
 """
 from __future__ import annotations
 
-import hashlib
 import hmac
-import json
 from collections.abc import Callable
 from contextlib import nullcontext
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +17,8 @@ from sqlalchemy.orm import Session, selectinload
 
 from jobs_api import callbacks, catalog
 from jobs_api.config import Config
-from jobs_api.errors import NotFound, RequestInvalid, TooManyRequests, Unprocessable, WrongState
+from jobs_api.errors import NotFound, RequestInvalid, TooManyRequests, WrongState
+from jobs_api.idempotency import earlier_job, request_digest
 from jobs_api.inputs import InputFiles, display_name
 from jobs_api.lifecycle import store_new, transition
 from jobs_api.limits import KeyLimits
@@ -35,17 +33,14 @@ from jobs_api.models import (
     JobStatus,
     OutputFile,
     new_id,
-    utcnow,
 )
 from jobs_api.presets import PresetService, validate_with_preset
 from jobs_api.queue import PROCESS_JOB
-from jobs_api.representation import aware
 from jobs_api.security import download_passwords, hash_passwords, new_token
 from jobs_api.storage import Storage, remove_quietly
 
 PAGE_SIZE = 50
 EDITABLE = (JobStatus.INCOMPLETE, JobStatus.READY)
-IDEMPOTENCY_WINDOW = timedelta(hours=24)
 
 Enqueue = Callable[..., None]  # (task's dotted path, *arguments)
 
@@ -102,9 +97,9 @@ class JobService:
     def create(self, key_id: str, body: dict[str, Any], dialect: str = "v2",
                idempotency_key: str | None = None) -> Job:
         """A new job; with an Idempotency-Key seen in the last 24 h, the job it created."""
-        digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+        digest = request_digest(body)
         if idempotency_key:
-            earlier = self._idempotent(key_id, idempotency_key, digest)
+            earlier = earlier_job(self.session, key_id, idempotency_key, digest)
             if earlier is not None:
                 return earlier
         self.limits.require_rate(key_id)
@@ -151,7 +146,7 @@ class JobService:
             self.session.rollback()
             for item in job.inputs:
                 self.inputs.release(item)
-            earlier = self._idempotent(key_id, idempotency_key or "", digest)
+            earlier = earlier_job(self.session, key_id, idempotency_key or "", digest)
             if earlier is None:
                 raise
             return earlier
@@ -255,16 +250,17 @@ class JobService:
                     kind: str = "upload", checksum: str | None = None) -> InputFile:
         """Adopt a received file (with its sha256 if it was hashed on arrival) as a new input
         of `job`, and start the job if it is due."""
-        if job.status not in (JobStatus.INCOMPLETE.value, JobStatus.READY.value):
-            remove_quietly(path)
-        self.require_uploadable(job)
+        self.require_uploadable(job, path)
         item = self.inputs.adopt(job, path, filename, content_type, kind, checksum)
         self._settle(job)
         return item
 
-    def require_uploadable(self, job: Job) -> None:
-        """409 unless files can still be added to the job: checked before an upload is read too."""
+    def require_uploadable(self, job: Job, received: Path | None = None) -> None:
+        """409 unless files can still be added to the job (checked before an upload is read too);
+        a file `received` for it is removed then."""
         if job.status not in (JobStatus.INCOMPLETE.value, JobStatus.READY.value):
+            if received is not None:
+                remove_quietly(received)
             raise WrongState(f"The job is {job.status}; files can only be added before it starts.")
 
     def update_outputs(self, outputs: list[OutputFile], body: dict[str, Any]) -> list[OutputFile]:
@@ -284,21 +280,6 @@ class JobService:
     def delete_output(self, output: OutputFile) -> None:
         self._remove_output(output)
         self.session.commit()
-
-    def _idempotent(self, key_id: str, idempotency_key: str, digest: str) -> Job | None:
-        earlier = self.session.scalar(
-            select(Job).where(Job.api_key_id == key_id, Job.idempotency_key == idempotency_key))
-        if earlier is None:
-            return None
-        if aware(earlier.created_at) < utcnow() - IDEMPOTENCY_WINDOW:
-            earlier.idempotency_key = None  # the key is free again after 24 h
-            self.session.commit()
-            return None
-        if earlier.request_digest != digest:
-            raise Unprocessable(
-                "This Idempotency-Key was used for a different request in the last 24 hours.",
-                {"Idempotency-Key": ["already used with another request body"]})
-        return earlier
 
     # Internals -----------------------------------------------------------------------
 

@@ -461,3 +461,51 @@ def test_an_input_of_unknown_length_converts_whole_or_fails_at_the_limit(
         monkeypatch.undo()
         worker_services.cache_clear()
     assert job["status"]["code"] == "failed" and "does not say how long" in job["errors"][0]["message"], job
+
+
+def _convert_limited(monkeypatch: pytest.MonkeyPatch, settings: dict[str, str], client: Any, config: Any,
+                     headers: dict[str, str], source: Path, conversions: list[dict[str, Any]]) -> dict[str, Any]:
+    """One job of `source` with these conversions, run by a worker under these settings."""
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    worker_services.cache_clear()
+    try:
+        created = client.post("/v2/jobs", json={"process": False, "conversion": conversions},
+                              headers=headers).get_json()
+        with source.open("rb") as handle:
+            client.post(f"/v2/dl/upload-file/{created['id']}", data={"file": (handle, source.name)},
+                        headers={"X-Oc-Token": created["token"]})
+        client.patch(f"/v2/jobs/{created['id']}", json={"process": True}, headers=headers)
+        run_worker(config)
+    finally:
+        monkeypatch.undo()
+        worker_services.cache_clear()
+    return client.get(f"/v2/jobs/{created['id']}", headers=headers).get_json()  # type: ignore[no-any-return]
+
+
+def test_a_file_of_many_streams_is_refused_by_the_jobs_stream_budget(
+        monkeypatch: pytest.MonkeyPatch, client: Any, config: Any, headers: dict[str, str], tmp_path: Path) -> None:
+    many = tmp_path / "twenty-streams.mka"
+    splits = "".join(f"[a{index}]" for index in range(20))
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "sine=d=0.5", "-filter_complex",
+                    f"[0]asplit=20{splits}", *[arg for index in range(20) for arg in ("-map", f"[a{index}]")],
+                    "-c:a", "flac", str(many)], check=True)
+    job = _convert_limited(monkeypatch, {}, client, config, headers, many,
+                           [{"target": "mp3", "options": {"allow_multiple_outputs": True}}])
+    assert job["status"]["code"] == "failed" and job["output"] == []
+    assert job["errors"][0]["message"] == "The job would convert 20 audio streams; a job may convert at most 16."
+
+
+def test_a_jobs_outputs_together_stay_within_the_output_limit(
+        monkeypatch: pytest.MonkeyPatch, client: Any, config: Any, headers: dict[str, str], source: Path) -> None:
+    size = source.stat().st_size
+    two = [{"target": "wav"}, {"target": "wav"}]  # each about the size of the source
+    job = _convert_limited(monkeypatch, {"MAX_OUTPUT_BYTES": str(int(size * 1.5))}, client, config, headers,
+                           source, two)
+    assert job["status"]["code"] == "failed", job
+    assert "a job's outputs together" in job["errors"][0]["message"]
+    seconds = probe(source)["duration"]
+    job = _convert_limited(monkeypatch, {"MAX_JOB_SECONDS": str(int(seconds * 1.5))}, client, config, headers,
+                           source, two)
+    assert job["status"]["code"] == "failed", job
+    assert "decode more than" in job["errors"][0]["message"]

@@ -58,6 +58,7 @@ def convert_input(run: ConversionRun, conversion: Conversion, options: dict[str,
     if streams is None:
         with failures_of(Stage.PROBE, deadline=run.deadline):
             streams = probe(step.source, run.job.id)
+    run.budget.take_streams(len(streams))
     stem = display_name(options.get("output_filename") or "") or Path(item.filename or "file").stem or "file"
     results = []
     for stream in streams:
@@ -81,14 +82,17 @@ def _audio_streams(run: ConversionRun, source: Path) -> list[SourceInfo] | None:
 
 def convert_stream(run: ConversionRun, step: Step, stream: SourceInfo, partial: Path) -> dict[str, Any]:
     """Encode one audio stream to `partial`; returns the result's metadata."""
-    plan = plan_for(run.limits, step.conversion, step.options, stream)
+    limits = run.limits
+    plan = plan_for(limits, step.conversion, step.options, stream)
+    run.budget.take_seconds(plan.duration)
     loudness = None
     if plan.normalization is not None:
         loudness = normalization.encode_normalized(run, step.source, partial, plan, step.notes)
     elif not _take_upload_conversion(run, step, plan, partial):
         encoding.encode(run, step.source, partial, plan)
-    if partial.stat().st_size >= run.config.max_output_bytes:
+    if partial.stat().st_size >= limits.max_output_bytes:
         raise JobProblem(Failure.OUTPUT_TOO_LARGE, limit=run.config.max_output_bytes)
+    run.budget.wrote(partial.stat().st_size)
     # ffmpeg's own progress report says how much it wrote: no ffprobe of the output, which
     # costs as much as a short clip's encoding (bench/small_file.py).
     written, expected = run.progress.reached, plan.duration
@@ -106,7 +110,8 @@ def convert_stream(run: ConversionRun, step: Step, stream: SourceInfo, partial: 
 def _take_upload_conversion(run: ConversionRun, step: Step, plan: Plan, partial: Path) -> bool:
     """Use the conversion made while the upload arrived, if it was made of this very input
     with this plan (workers/upload_conversion.py)."""
-    early = UploadConversion(run.services.storage, run.job.id, run.limits, run.deadline)
+    # The limits it was made with (not what is left of the budget): the command must match.
+    early = UploadConversion(run.services.storage, run.job.id, run.services.limits, run.deadline)
     reached = early.take(step.conversion.id, step.source, plan, partial, run.stop_requested)
     if reached is None:
         return False

@@ -26,10 +26,11 @@ def encode_measured(run: ConversionRun, source: Path, partial: Path, plan: Plan,
     """Encode, and measure the result while it is made: the meter reads a copy of the encoded
     stream on the other core, so it measures what the file holds without a pass of its own."""
     run.progress.start(plan.duration)
+    limits = run.limits
     with failures_of(Stage.CONVERT, deadline=run.deadline, output=partial,
-                     max_output_bytes=run.config.max_output_bytes):
+                     max_output_bytes=limits.max_output_bytes):
         log = runner.run_metered(
-            lambda fd: convert_args(source, partial, plan, run.limits, copy_fd=fd), meter_args(meters),
+            lambda fd: convert_args(source, partial, plan, limits, copy_fd=fd), meter_args(meters),
             sees=run.sees(source), deadline_seconds=run.deadline, should_stop=run.stop_requested,
             on_line=run.progress.line)
     return parse_levels(log)

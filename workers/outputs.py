@@ -31,10 +31,7 @@ def publish(run: ConversionRun, conversion: Conversion, options: dict[str, Any],
         stem = display_name(options.get("output_filename") or "") or (
             names[inputs[0]] if len(inputs) == 1 else f"{target.name}-files")
         archive = run.work / f"{conversion.id}.zip"
-        members = _zip(results, archive)
-        limit = run.config.max_output_bytes
-        if archive.stat().st_size >= limit:
-            raise JobProblem(Failure.ZIP_TOO_LARGE, limit=limit)
+        members = _zip(results, archive, run.config.max_output_bytes)
         made = [_adopt(run, conversion, archive, f"{stem}.zip", inputs, "application/zip", {"files": members})]
     else:
         made = [_adopt(run, conversion, result.path, result.filename, [result.input_id], target.content_type,
@@ -47,11 +44,14 @@ def publish(run: ConversionRun, conversion: Conversion, options: dict[str, Any],
     surviving_outage(run.session, run.services.sessions, store)
 
 
-def _zip(results: list[Result], archive: Path) -> list[dict[str, Any]]:
-    """Pack the results into `archive`, file by file from disk (stored: audio does not deflate)."""
+def _zip(results: list[Result], archive: Path, limit: int) -> list[dict[str, Any]]:
+    """Pack the results into `archive`, file by file from disk (stored: audio does not deflate),
+    stopping before a member would take it past `limit` bytes."""
     members, taken = [], set()
     with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as packed:
         for result in results:
+            if archive.stat().st_size + result.path.stat().st_size >= limit:
+                raise JobProblem(Failure.ZIP_TOO_LARGE, limit=limit)
             stem, _dot, extension = result.filename.rpartition(".")
             name, count = result.filename, 1
             while name.lower() in taken:

@@ -54,6 +54,8 @@ class Failure(Enum):
     PROBE_UNREADABLE = "probe failed"
     NO_AUDIO_STREAM = "no audio stream"
     TOO_LONG = "input too long"
+    TOO_MANY_STREAMS = "more streams than a job may convert"
+    JOB_TOO_LONG = "more decoded seconds than a job may make"
     TOO_LONG_UNSAID = "input of unknown length reached the limit"
     OPTIONS_DO_NOT_FIT = "options do not fit the input"
     PRESET_GONE = "preset gone"
@@ -103,7 +105,12 @@ FAILURES: dict[Failure, tuple[ErrorCode, str]] = {
         ErrorCode.CONVERSION_FAILED, "The service could not start its converter safely (no sandbox); a fault of "
                                      "the service, not of the input. Please try again later."),
     Failure.DEADLINE: (ErrorCode.TIMED_OUT, "The conversion took longer than {limit} s and was stopped."),
-    Failure.OUTPUT_TOO_LARGE: (ErrorCode.OUTPUT_TOO_LARGE, "The output would exceed the limit of {limit} bytes."),
+    Failure.OUTPUT_TOO_LARGE: (
+        ErrorCode.OUTPUT_TOO_LARGE, "The output would exceed the limit of {limit} bytes (a job's outputs together)."),
+    Failure.TOO_MANY_STREAMS: (
+        ErrorCode.TOO_LONG, "The job would convert {streams} audio streams; a job may convert at most {limit}."),
+    Failure.JOB_TOO_LONG: (
+        ErrorCode.TOO_LONG, "The job would decode more than {limit} s of audio, all its conversions together."),
     Failure.ZIP_TOO_LARGE: (
         ErrorCode.OUTPUT_TOO_LARGE, "The zip of all results would exceed the limit of {limit} bytes."),
     Failure.TRUNCATED: (

@@ -2,6 +2,7 @@
 conversion, publish the results, and move the job to its end."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from jobs_api.models import Conversion, Job, JobStatus
 from jobs_api.presets import PresetService
 from jobs_api.queue import PROCESS_JOB, enqueue_in
 from workers import download, outputs
+from workers.budget import Budget
 from workers.conversion import Result, convert_input
 from workers.delivery import announce
 from workers.ffmpeg import runner
@@ -36,6 +38,7 @@ class ConversionRun:
         self.folder: Path | None = None  # the job's work folder, once converting
         self.progress = StepProgress(services.sessions, job.id, 0, 1)
         self.should_stop: runner.Every | None = None  # once processing: a cancel stops ffmpeg
+        self.budget = Budget(services.config)
 
     @property
     def work(self) -> Path:
@@ -49,7 +52,8 @@ class ConversionRun:
 
     @property
     def limits(self) -> Limits:
-        return self.services.limits
+        """The limits of the next encode: an output may write what is left of the job's budget."""
+        return replace(self.services.limits, max_output_bytes=self.budget.bytes_left())
 
     def sees(self, source: Path) -> Sees:
         """What a run of ffmpeg for this job may see: `source`, and the work folder (its results)."""
