@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from apispec import BasePlugin
 from flask import Flask, request
 from flask_smorest import Api
 from marshmallow import Schema, fields
@@ -84,9 +85,27 @@ class JobsApi(Api):
     ERROR_SCHEMA = ErrorOut
 
 
+FILE_CONVERT_PREFIX = file_convert_blp.url_prefix or ""
+
+
+class DialectErrors(BasePlugin):  # type: ignore[misc]
+    """The File Conversion dialect's operations answer every error in its own shape
+    (ERROR_BODIES), and their spec says so: flask-smorest gives every operation /v2's."""
+
+    def operation_helper(self, path: str | None = None, operations: dict[str, Any] | None = None,
+                         **_kwargs: Any) -> None:
+        if not (path or "").startswith(FILE_CONVERT_PREFIX):
+            return
+        for operation in (operations or {}).values():
+            operation.setdefault("responses", {})["default"] = {
+                "description": "An error, in this dialect's shape",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/FileConversionError"}}},
+            }
+
+
 def register_api(app: Flask) -> None:
     description = "Self-hosted audio conversion jobs, wire-compatible with api2convert's v2 API."
-    api = JobsApi(app, spec_kwargs={"info": {"description": description}})
+    api = JobsApi(app, spec_kwargs={"info": {"description": description}, "extra_plugins": [DialectErrors()]})
     app.extensions["jobs_api"]["api"] = api
     for blueprint in (jobs_blp, files_blp, info_blp, presets_blp, usage_blp, file_convert_blp):
         api.register_blueprint(blueprint)

@@ -93,10 +93,21 @@ def _caller() -> str:
     return api_key_id(token.strip() if scheme.lower() == "bearer" and token else value)
 
 
+class FileConversionError(Schema):
+    """This dialect's error body, whatever the status (app.ERROR_BODIES)."""
+
+    success = fields.Boolean()
+    error = fields.String()
+
+
+ERRORS = {"schema": FileConversionError, "description": "An error, in this dialect's shape"}  # every one: app.py
+
+
 @blp.route("/file_convert")
 class FileConvert(MethodView):
     @blp.doc(requestBody=FORM_BODY)
     @blp.response(200, FileConversionStarted)
+    @blp.alt_response(400, **ERRORS)
     def post(self) -> Any:
         """Convert an audio URL or upload; the answer carries task_id and conversion_id at once"""
         key_id = _caller()  # before the body is read, as is the key's room for one more job
@@ -122,6 +133,7 @@ class FileConvert(MethodView):
 class ById(MethodView):
     @blp.arguments(ByIdQuery, location="query")
     @blp.response(200, FileConversionOut)
+    @blp.alt_response(400, **ERRORS)
     def get(self, query: dict[str, Any]) -> Any:
         """The status of a File Conversion by task_id or conversion_id"""
         key_id = _caller()
