@@ -36,8 +36,8 @@ def gunicorn_args(host: str, port: str, app: str) -> list[str]:
     workers = os.environ.get("WEB_CONCURRENCY", str(min(4, (os.cpu_count() or 1) + 1)))
     return [
         "gunicorn", "--bind", f"{host}:{port}", "--workers", workers,
-        # gthread's worker, stopping at once on Ctrl-C whenever it comes (jobs_api/gunicorn_worker.py)
-        "--worker-class", "jobs_api.gunicorn_worker.QuittingThreadWorker",
+        # gthread's, giving no thread to a slow client and stopping at once (jobs_api/gunicorn_worker.py)
+        "--worker-class", "jobs_api.gunicorn_worker.ServiceWorker",
         "--threads", os.environ.get("WEB_THREADS", "4"),
         "--timeout", "600", "--access-logfile", "-",
         "--logger-class", "jobs_api.gunicorn_logging.ServiceLogger",  # no line per probe; LOG_FORMAT

@@ -1,10 +1,22 @@
-"""How `jobs-api serve`'s gunicorn workers stop: at once, on Ctrl-C or the master's SIGQUIT,
-whenever the signal comes (its `--worker-class` and `--config python:` hooks); and how they
-answer a request gunicorn itself cannot read (a request line over its limit, a broken header):
-in JSON like every other error of the service, where gunicorn writes an HTML page. This relies
-on gunicorn's `Worker.handle_error(req, client, addr, exc)` and its `ParseException` (23-25).
+"""`jobs-api serve`'s gunicorn worker (its `--worker-class` and `--config python:` hooks): gthread's,
+with three changes: slow clients get no thread, requests gunicorn cannot read get JSON, and
+a worker stops at once on Ctrl-C or the master's SIGQUIT, whenever the signal comes.
 
-Two moments used to leave a worker running until the master's SIGKILL, 30 s later:
+Slow clients get no thread. gthread gives a connection a thread as soon as its first byte
+arrives, and the thread then waits for the rest of the request: 50 clients sending a byte
+every 2 s held every thread, and health checks timed out. Here a thread only looks (MSG_PEEK,
+without waiting) whether the request's head, and a body of up to PEEK_BODY_BYTES, has arrived
+whole; if not, the connection goes back to gthread's poller until more comes. A head not whole
+within HEAD_SECONDS ends the connection. A larger body (an upload) is read by a thread, once
+the head is in; the views check the key or token before they read one.
+
+Requests gunicorn itself cannot read (a request line over its limit, a broken header) are
+answered in JSON like every other error of the service, not with gunicorn's HTML page.
+
+These rely on gthread's `handle(conn)` returning its `_DEFER` (gunicorn 25-27), its connection's
+`sock`, `initialized` and `parser.unreader`, and `Worker.handle_error(req, client, addr, exc)`.
+
+Stopping: two moments used to leave a worker running until the master's SIGKILL, 30 s later:
 - gthread's SIGQUIT handler shuts its thread pool down, and gunicorn's then raises SystemExit,
   both from inside the handler, that is wherever the main thread was. In the pool's `submit`
   (handing over a new connection) the first deadlocked on the lock `submit` held; in a thread's
@@ -22,6 +34,7 @@ import json
 import os
 import signal
 import socket
+import time
 from types import FrameType
 from typing import Any
 
@@ -33,20 +46,45 @@ from gunicorn.http.errors import (
     LimitRequestLine,
     ParseException,
 )
-from gunicorn.workers.gthread import ThreadWorker
+from gunicorn.workers.gthread import _DEFER, ThreadWorker
 
 QUIT_SECONDS = 3
+HEAD_SECONDS = 10.0
+PEEK_BODY_BYTES = 64 * 1024
+HEAD_END = b"\r\n\r\n"
 
 
 UNREADABLE = {LimitRequestLine: (414, "URI Too Long"), LimitRequestHeaders: (431, "Request Header Fields Too Large")}
 NOT_THE_CLIENTS = (ConfigurationProblem, InvalidResponseHeader, InvalidResponseHeaderName)
 
 
-class QuittingThreadWorker(ThreadWorker):
+class ServiceWorker(ThreadWorker):
     def handle_quit(self, sig: int, frame: FrameType | None) -> None:
         self.alive = False
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
         signal.alarm(QUIT_SECONDS)
+
+    def handle(self, conn: Any) -> Any:
+        """Read the request only once it has arrived (see the module's docstring)."""
+        if self.cfg.is_ssl:  # the bytes in the socket are TLS records: nothing to look at
+            return super().handle(conn)
+        arrived = _arrived(conn)
+        if arrived:
+            conn.head_since = None
+            return super().handle(conn)
+        since = getattr(conn, "head_since", None) or time.monotonic()
+        if time.monotonic() - since > HEAD_SECONDS:
+            self.log.warning("request head from %s not whole in %g s: connection closed", conn.client[0],
+                             HEAD_SECONDS)
+            # gthread closes it; shut down here first, or its graceful close waits for the client
+            # on the worker's main thread, for up to 2 s a connection.
+            try:
+                conn.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return False
+        conn.head_since = since
+        return _DEFER
 
     def handle_error(self, req: Any, client: socket.socket, addr: Any, exc: BaseException) -> None:
         if not isinstance(exc, ParseException) or isinstance(exc, NOT_THE_CLIENTS):
@@ -83,3 +121,32 @@ def _stops_end_the_child() -> None:
     for stop in STOPS:
         signal.signal(stop, signal.SIG_DFL)
     _release_stops()
+
+
+def _arrived(conn: Any) -> bool:
+    """Whether the connection's next request has arrived whole: its head, and its body when
+    it declares one of up to PEEK_BODY_BYTES. True also when the socket has ended or failed:
+    gthread then meets that as it would."""
+    buffered = conn.parser.unreader.buf.getvalue() if conn.parser is not None else b""
+    try:
+        waiting = conn.sock.recv(PEEK_BODY_BYTES + 8192, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        waiting = b""
+    except OSError:
+        return True
+    else:
+        if not waiting:
+            return True  # the client closed its side
+    data = buffered + waiting
+    end = data.find(HEAD_END)
+    if end < 0:
+        return False
+    length = 0
+    for line in data[:end].split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        name, value = name.strip().lower(), value.strip().lower()
+        if name == b"content-length" and value.isdigit():
+            length = int(value)
+        elif name == b"expect":
+            return True  # the client waits for gunicorn's 100 Continue before it sends the body
+    return length > PEEK_BODY_BYTES or len(data) >= end + len(HEAD_END) + length

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 
 from workers.ffmpeg.forkserver import Forked, Forkserver
-from workers.ffmpeg.sandbox import FAILED_EXIT, LIBRARY, NOTHING, Sees
+from workers.ffmpeg.sandbox import FAILED_EXIT, LIBRARY, Sees
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,8 @@ def run_metered(
     """Run a producer that writes a copy of its output to the file descriptor it is given
     (`make_args(fd)`) and, beside it on the other core, a meter that reads that copy on its
     stdin; return the meter's log tail. The meter ends when the producer's copy does."""
-    meter, write_end = _reading_a_pipe(meter_args, None, NOTHING)  # if the meter dies, the producer fails
+    # The meter reads its stdin and no file; if it dies, the producer fails.
+    meter, write_end = _reading_a_pipe(meter_args, None, Sees(job=sees.job))
     outcome: list[str | ProcessFailed] = []
 
     def finish_meter() -> None:
