@@ -13,8 +13,9 @@ the head is in; the views check the key or token before they read one.
 Requests gunicorn itself cannot read (a request line over its limit, a broken header) are
 answered in JSON like every other error of the service, not with gunicorn's HTML page.
 
-These rely on gthread's `handle(conn)` returning its `_DEFER` (gunicorn 25-27), its connection's
-`sock`, `initialized` and `parser.unreader`, and `Worker.handle_error(req, client, addr, exc)`.
+These rely on gthread's `handle(conn)` returning its `_DEFER` and `finish_request(conn, fs)` with
+its `nr_conns` (gunicorn 25-27), its connection's `sock`, `parser.unreader` and `close()`, and
+`Worker.handle_error(req, client, addr, exc)`.
 
 Stopping: two moments used to leave a worker running until the master's SIGKILL, 30 s later:
 - gthread's SIGQUIT handler shuts its thread pool down, and gunicorn's then raises SystemExit,
@@ -52,6 +53,7 @@ QUIT_SECONDS = 3
 HEAD_SECONDS = 10.0
 PEEK_BODY_BYTES = 64 * 1024
 HEAD_END = b"\r\n\r\n"
+ABANDONED = object()  # handle's answer for a connection whose head did not arrive in time
 
 
 UNREADABLE = {LimitRequestLine: (414, "URI Too Long"), LimitRequestHeaders: (431, "Request Header Fields Too Large")}
@@ -76,15 +78,18 @@ class ServiceWorker(ThreadWorker):
         if time.monotonic() - since > HEAD_SECONDS:
             self.log.warning("request head from %s not whole in %g s: connection closed", conn.client[0],
                              HEAD_SECONDS)
-            # gthread closes it; shut down here first, or its graceful close waits for the client
-            # on the worker's main thread, for up to 2 s a connection.
-            try:
-                conn.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            return False
+            return ABANDONED
         conn.head_since = since
         return _DEFER
+
+    def finish_request(self, conn: Any, fs: Any) -> None:
+        """gthread's, but an abandoned connection is closed at once: gthread's graceful close
+        drains what the client still sends for up to 2 s, on the worker's main thread."""
+        if not fs.cancelled() and fs.exception() is None and fs.result() is ABANDONED:
+            self.nr_conns -= 1
+            conn.close()
+            return
+        super().finish_request(conn, fs)
 
     def handle_error(self, req: Any, client: socket.socket, addr: Any, exc: BaseException) -> None:
         if not isinstance(exc, ParseException) or isinstance(exc, NOT_THE_CLIENTS):
