@@ -51,7 +51,8 @@ from gunicorn.workers.gthread import _DEFER, ThreadWorker
 
 QUIT_SECONDS = 3
 HEAD_SECONDS = 10.0
-PEEK_BODY_BYTES = 64 * 1024
+PEEK_BODY_BYTES = 16 * 1024
+PEEK_BYTES = 64 * 1024  # what a look sees: a request that needs more is read by a thread
 HEAD_END = b"\r\n\r\n"
 ABANDONED = object()  # handle's answer for a connection whose head did not arrive in time
 
@@ -134,7 +135,7 @@ def _arrived(conn: Any) -> bool:
     gthread then meets that as it would."""
     buffered = conn.parser.unreader.buf.getvalue() if conn.parser is not None else b""
     try:
-        waiting = conn.sock.recv(PEEK_BODY_BYTES + 8192, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        waiting = conn.sock.recv(PEEK_BYTES, socket.MSG_PEEK | socket.MSG_DONTWAIT)
     except BlockingIOError:
         waiting = b""
     except OSError:
@@ -145,7 +146,7 @@ def _arrived(conn: Any) -> bool:
     data = buffered + waiting
     end = data.find(HEAD_END)
     if end < 0:
-        return False
+        return len(waiting) >= PEEK_BYTES  # a head longer than a look: gunicorn's limits judge it
     length = 0
     for line in data[:end].split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
@@ -154,4 +155,5 @@ def _arrived(conn: Any) -> bool:
             length = int(value)
         elif name == b"expect":
             return True  # the client waits for gunicorn's 100 Continue before it sends the body
-    return length > PEEK_BODY_BYTES or len(data) >= end + len(HEAD_END) + length
+    needed = end + len(HEAD_END) + length
+    return length > PEEK_BODY_BYTES or needed > len(buffered) + PEEK_BYTES or len(data) >= needed

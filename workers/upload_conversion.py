@@ -74,8 +74,8 @@ class Arrival:
             return "dropped"
         try:
             named = os.stat(self.path)
-        except FileNotFoundError:
-            return "complete"
+        except FileNotFoundError:  # renamed or unlinked since the first look: the link count says which
+            return "dropped" if os.fstat(self.fd).st_nlink == 0 else "complete"
         return "arriving" if named.st_ino == held.st_ino else "complete"
 
     def source(self) -> SourceInfo | None:
