@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import statistics
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -255,16 +257,24 @@ def test_every_target_is_measured_while_it_is_encoded(target: str, client: Any, 
     assert reported["peak_dbfs"] == pytest.approx(measured["peak"], abs=0.3)
 
 
-def test_a_measured_encode_past_the_output_limit_fails_as_too_large(
-        monkeypatch: pytest.MonkeyPatch, client: Any, config: Any, headers: dict[str, str], varying: Path) -> None:
-    # The tee that feeds the meter ignores -fs; the kernel's file size limit stops ffmpeg instead.
-    monkeypatch.setenv("MAX_OUTPUT_BYTES", "200000")
+@contextmanager
+def worker_settings(monkeypatch: pytest.MonkeyPatch, **settings: str) -> Iterator[None]:
+    """The in-process worker runs under these settings (it reads them from the environment)."""
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
     worker_services.cache_clear()
     try:
-        job = convert(client, config, headers, varying, "wav", {"normalize": True})
+        yield
     finally:
         monkeypatch.undo()
         worker_services.cache_clear()
+
+
+def test_a_measured_encode_past_the_output_limit_fails_as_too_large(
+        monkeypatch: pytest.MonkeyPatch, client: Any, config: Any, headers: dict[str, str], varying: Path) -> None:
+    # The tee that feeds the meter ignores -fs; the kernel's file size limit stops ffmpeg instead.
+    with worker_settings(monkeypatch, MAX_OUTPUT_BYTES="200000"):
+        job = convert(client, config, headers, varying, "wav", {"normalize": True})
     assert job["status"]["code"] == "failed"
     [error] = job["errors"]
     assert "exceed the limit of 200000 bytes" in error["message"], error
@@ -351,13 +361,8 @@ def test_speech_longer_than_the_limit_is_stopped_while_it_is_made(
         monkeypatch: pytest.MonkeyPatch, client: Any, config: Any, headers: dict[str, str], tmp_path: Path) -> None:
     text = tmp_path / "long.txt"
     text.write_text("This sentence takes a few seconds to speak. " * 40, encoding="utf-8")  # about two minutes
-    monkeypatch.setenv("MAX_DURATION_SECONDS", "10")
-    worker_services.cache_clear()
-    try:
+    with worker_settings(monkeypatch, MAX_DURATION_SECONDS="10"):
         job = convert(client, config, headers, text, "mp3")
-    finally:
-        monkeypatch.undo()
-        worker_services.cache_clear()
     assert job["status"]["code"] == "failed", job
     assert job["errors"][0]["message"] == "The text would take longer than the limit of 10 s to speak."
 
@@ -453,34 +458,9 @@ def test_an_input_of_unknown_length_converts_whole_or_fails_at_the_limit(
     job = convert(client, config, headers, live, "mp3")
     assert job["status"]["code"] == "completed", job["errors"]
     assert probe(download(client, job, tmp_path))["duration"] == pytest.approx(5.0, abs=0.1)
-    monkeypatch.setenv("MAX_DURATION_SECONDS", "3")
-    worker_services.cache_clear()
-    try:
+    with worker_settings(monkeypatch, MAX_DURATION_SECONDS="3"):
         job = convert(client, config, headers, live, "mp3")
-    finally:
-        monkeypatch.undo()
-        worker_services.cache_clear()
     assert job["status"]["code"] == "failed" and "does not say how long" in job["errors"][0]["message"], job
-
-
-def _convert_limited(monkeypatch: pytest.MonkeyPatch, settings: dict[str, str], client: Any, config: Any,
-                     headers: dict[str, str], source: Path, conversions: list[dict[str, Any]]) -> dict[str, Any]:
-    """One job of `source` with these conversions, run by a worker under these settings."""
-    for name, value in settings.items():
-        monkeypatch.setenv(name, value)
-    worker_services.cache_clear()
-    try:
-        created = client.post("/v2/jobs", json={"process": False, "conversion": conversions},
-                              headers=headers).get_json()
-        with source.open("rb") as handle:
-            client.post(f"/v2/dl/upload-file/{created['id']}", data={"file": (handle, source.name)},
-                        headers={"X-Oc-Token": created["token"]})
-        client.patch(f"/v2/jobs/{created['id']}", json={"process": True}, headers=headers)
-        run_worker(config)
-    finally:
-        monkeypatch.undo()
-        worker_services.cache_clear()
-    return client.get(f"/v2/jobs/{created['id']}", headers=headers).get_json()  # type: ignore[no-any-return]
 
 
 def test_a_file_of_many_streams_is_refused_by_the_jobs_stream_budget(
@@ -490,8 +470,7 @@ def test_a_file_of_many_streams_is_refused_by_the_jobs_stream_budget(
     subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "sine=d=0.5", "-filter_complex",
                     f"[0]asplit=20{splits}", *[arg for index in range(20) for arg in ("-map", f"[a{index}]")],
                     "-c:a", "flac", str(many)], check=True)
-    job = _convert_limited(monkeypatch, {}, client, config, headers, many,
-                           [{"target": "mp3", "options": {"allow_multiple_outputs": True}}])
+    job = convert(client, config, headers, many, "mp3", {"allow_multiple_outputs": True})
     assert job["status"]["code"] == "failed" and job["output"] == []
     assert job["errors"][0]["message"] == "The job would convert 20 audio streams; a job may convert at most 16."
 
@@ -500,12 +479,12 @@ def test_a_jobs_outputs_together_stay_within_the_output_limit(
         monkeypatch: pytest.MonkeyPatch, client: Any, config: Any, headers: dict[str, str], source: Path) -> None:
     size = source.stat().st_size
     two = [{"target": "wav"}, {"target": "wav"}]  # each about the size of the source
-    job = _convert_limited(monkeypatch, {"MAX_OUTPUT_BYTES": str(int(size * 1.5))}, client, config, headers,
-                           source, two)
+    with worker_settings(monkeypatch, MAX_OUTPUT_BYTES=str(int(size * 1.5))):
+        job = convert(client, config, headers, source, "wav", conversion=two)  # two conversions, not one
     assert job["status"]["code"] == "failed", job
     assert "a job's outputs together" in job["errors"][0]["message"]
     seconds = probe(source)["duration"]
-    job = _convert_limited(monkeypatch, {"MAX_JOB_SECONDS": str(int(seconds * 1.5))}, client, config, headers,
-                           source, two)
+    with worker_settings(monkeypatch, MAX_JOB_SECONDS=str(int(seconds * 1.5))):
+        job = convert(client, config, headers, source, "wav", conversion=two)  # two conversions, not one
     assert job["status"]["code"] == "failed", job
     assert "decode more than" in job["errors"][0]["message"]

@@ -50,12 +50,14 @@ class Sees:
             raise ValueError("a sandboxed path holds a newline")
         return "\n".join(lines)
 
-    def environment(self, program: str) -> dict[str, str]:
-        """The environment of an exec'd run of `program`: the library preloaded, with the sandbox."""
-        spec = self.spec()
-        if spec is None:
-            return dict(os.environ)
-        return {**os.environ, "LD_PRELOAD": str(LIBRARY), "SANDBOX": spec, "SANDBOX_PROGRAM": program}
+
+
+def environment(spec: str | None, program: str) -> dict[str, str]:
+    """The environment of an exec'd run of `program` in the sandbox `spec` (Sees.spec): the
+    library preloaded, which enters it."""
+    if spec is None:
+        return dict(os.environ)
+    return {**os.environ, "LD_PRELOAD": str(LIBRARY), "SANDBOX": spec, "SANDBOX_PROGRAM": program}
 
 
 NOTHING = Sees()  # a run that reads and writes no file (ffprobe -version)
