@@ -79,10 +79,10 @@ def api_key_id(key: str | None = None) -> str:
 
 
 def load_job(job_id: str, *, upload: bool = False) -> Job:
-    """The job if the caller may see it: by its owner's key, or by its own token. A token reads
-    the job and uploads its files, nothing more: changing or deleting anything takes the key."""
+    """The job if the caller may see it: by its owner's key, or by its own token. A token reads,
+    patches and uploads (CONTRACT.md), nothing more: adding or deleting anything takes the key."""
     key, token = _header(KEY_HEADERS), _header(TOKEN_HEADERS)
-    token_ok = upload or request.method in ("GET", "HEAD")
+    token_ok = upload or request.method in ("GET", "HEAD", "PATCH")
     if key or not token or not token_ok:
         job = service().for_key(hash_secret(key), job_id) if key else None
         if job is None:
