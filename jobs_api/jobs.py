@@ -104,9 +104,7 @@ class JobService:
                 return earlier
         self.limits.require_rate(key_id)
         if body.get("process", True) and body.get("input") and body.get("conversion"):
-            # Before any work (a base64 input is decoded below); counted again under the key's
-            # lock where the job is stored (KeyLimits.starting), which is what holds at once.
-            self.limits.require_slot(key_id)
+            self.limits.require_slot(key_id)  # before any work; KeyLimits.starting counts again, locked
         job = Job(
             id=new_id(),  # now: the history below refers to it before the insert
             dialect=dialect,
