@@ -7,8 +7,10 @@ arrives, and the thread then waits for the rest of the request: 50 clients sendi
 every 2 s held every thread, and health checks timed out. Here a thread only looks (MSG_PEEK,
 without waiting) whether the request's head, and a body of up to PEEK_BODY_BYTES, has arrived
 whole; if not, the connection goes back to gthread's poller until more comes. A head not whole
-within HEAD_SECONDS ends the connection. A larger body (an upload) is read by a thread, once
-the head is in; the views check the key or token before they read one.
+within HEAD_SECONDS ends the connection. The poller wakes a waiting connection only when what it
+still lacks has come (SO_RCVLOWAT), so a request that arrived in part does not keep it readable.
+A larger body (an upload) is read by a thread, once the head is in; the views check the key or
+token before they read one.
 
 Requests gunicorn itself cannot read (a request line over its limit, a broken header) are
 answered in JSON like every other error of the service, not with gunicorn's HTML page.
@@ -71,9 +73,10 @@ class ServiceWorker(ThreadWorker):
         """Read the request only once it has arrived (see the module's docstring)."""
         if self.cfg.is_ssl:  # the bytes in the socket are TLS records: nothing to look at
             return super().handle(conn)
-        arrived = _arrived(conn)
-        if arrived:
+        missing = _missing(conn)
+        if not missing:
             conn.head_since = None
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
             return super().handle(conn)
         since = getattr(conn, "head_since", None) or time.monotonic()
         if time.monotonic() - since > HEAD_SECONDS:
@@ -81,16 +84,27 @@ class ServiceWorker(ThreadWorker):
                              HEAD_SECONDS)
             return ABANDONED
         conn.head_since = since
+        # The poller wakes the connection once that much more has come (or it ends). Without this, a
+        # request that has arrived in part leaves its socket readable, and is looked at again and
+        # again: three such requests kept both cores busy.
+        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, missing)
         return _DEFER
 
     def finish_request(self, conn: Any, fs: Any) -> None:
-        """gthread's, but an abandoned connection is closed at once: gthread's graceful close
-        drains what the client still sends for up to 2 s, on the worker's main thread."""
-        if not fs.cancelled() and fs.exception() is None and fs.result() is ABANDONED:
+        """gthread's, but an abandoned connection is closed at once (gthread's graceful close
+        drains what the client still sends for up to 2 s, on the worker's main thread), and one
+        put back to wait has HEAD_SECONDS from its first byte, not gthread's keep-alive time
+        (2 s), before it is closed unanswered: a client on a slow link is not cut off."""
+        result = fs.result() if not fs.cancelled() and fs.exception() is None else None
+        if result is ABANDONED:
             self.nr_conns -= 1
             conn.close()
             return
         super().finish_request(conn, fs)
+        if result is _DEFER and conn.head_since is not None:
+            # gthread closes the waiting connections from the front of its queue until one has
+            # time left: one behind it whose time is up goes at most HEAD_SECONDS late.
+            conn.timeout = conn.head_since + HEAD_SECONDS
 
     def handle_error(self, req: Any, client: socket.socket, addr: Any, exc: BaseException) -> None:
         if not isinstance(exc, ParseException) or isinstance(exc, NOT_THE_CLIENTS):
@@ -129,24 +143,25 @@ def _stops_end_the_child() -> None:
     _release_stops()
 
 
-def _arrived(conn: Any) -> bool:
-    """Whether the connection's next request has arrived whole: its head, and its body when
-    it declares one of up to PEEK_BODY_BYTES. True also when the socket has ended or failed:
-    gthread then meets that as it would."""
+def _missing(conn: Any) -> int:
+    """How many more bytes the socket must hold before the connection's next request may have
+    arrived whole (its head, and its body when it declares one of up to PEEK_BODY_BYTES); 0 when it
+    has, and also when the socket has ended or failed: gthread then meets that as it would."""
     buffered = conn.parser.unreader.buf.getvalue() if conn.parser is not None else b""
     try:
         waiting = conn.sock.recv(PEEK_BYTES, socket.MSG_PEEK | socket.MSG_DONTWAIT)
     except BlockingIOError:
         waiting = b""
     except OSError:
-        return True
+        return 0
     else:
         if not waiting:
-            return True  # the client closed its side
+            return 0  # the client closed its side
     data = buffered + waiting
     end = data.find(HEAD_END)
     if end < 0:
-        return len(waiting) >= PEEK_BYTES  # a head longer than a look: gunicorn's limits judge it
+        # a head longer than a look: gunicorn's limits judge it
+        return 0 if len(waiting) >= PEEK_BYTES else len(waiting) + 1
     length = 0
     for line in data[:end].split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
@@ -154,6 +169,8 @@ def _arrived(conn: Any) -> bool:
         if name == b"content-length" and value.isdigit():
             length = int(value)
         elif name == b"expect":
-            return True  # the client waits for gunicorn's 100 Continue before it sends the body
+            return 0  # the client waits for gunicorn's 100 Continue before it sends the body
     needed = end + len(HEAD_END) + length
-    return length > PEEK_BODY_BYTES or needed > len(buffered) + PEEK_BYTES or len(data) >= needed
+    if length > PEEK_BODY_BYTES or needed > len(buffered) + PEEK_BYTES or len(data) >= needed:
+        return 0
+    return needed - len(buffered)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import io
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
-from flask import Request
+from flask import Request, request
 from werkzeug.datastructures import FileStorage
 
 from jobs_api.gunicorn_body import SocketBody
@@ -32,12 +32,17 @@ class StreamingRequest(Request):
 
     def _get_file_stream(self, total_content_length: int | None, content_type: str | None,
                          filename: str | None = None, content_length: int | None = None) -> IO[bytes]:
-        handle = IncomingFile(storage().incoming_file())
-        self.incoming_paths.append(handle.path)
+        handle = self.new_incoming_file()
         on_file = self.environ.pop(ON_FILE, None)  # for the first file part only
         if on_file is not None:
             on_file(handle.path)
         return handle  # type: ignore[return-value]  # the parser only writes, seeks and closes
+
+    def new_incoming_file(self) -> IncomingFile:
+        """A file on the storage filesystem for part of this request, removed after it unless adopted."""
+        handle = IncomingFile(storage().incoming_file())
+        self.incoming_paths.append(handle.path)
+        return handle
 
     @property
     def incoming_paths(self) -> list[Path]:
@@ -88,6 +93,11 @@ class IncomingFile:
     @property
     def sha256(self) -> str:
         return self.digest.hexdigest()
+
+
+def incoming_file() -> IncomingFile:
+    """A new file for the current request's body, removed after it unless adopted."""
+    return cast(StreamingRequest, request).new_incoming_file()
 
 
 def received_file(upload: FileStorage) -> IncomingFile:

@@ -2,6 +2,7 @@
 real HTTP, by the official api2convert SDK where it has a call for the flow."""
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -292,3 +293,32 @@ def test_an_upload_dropped_while_it_is_converted_leaves_nothing(live: LiveServic
     assert not early_folder.exists() and not _ffmpeg_running_for(job["id"])
     state = requests.get(f"{live.url}/v2/jobs/{job['id']}", headers={"X-Oc-Api-Key": key}, timeout=10).json()
     assert state["input"] == [] and state["status"]["code"] == "incomplete"
+
+
+def _peak_memory(pid: int) -> int:
+    """A process's peak resident memory (VmHWM) in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM for {pid}")
+
+
+def test_a_base64_upload_is_decoded_as_it_arrives(live: LiveService) -> None:
+    # Parsed whole, a body was held about 3.3 times over (the bytes, the JSON string, the decoded
+    # file): 100 MiB for this one. Read as it arrives, a request holds a few chunks.
+    key = create_key(live.settings, "base64-memory")
+    job = requests.post(f"{live.url}/v2/jobs", headers={"X-Oc-Api-Key": key}, timeout=10,
+                        json={"process": False, "conversion": [{"target": "flac"}]}).json()
+    url, token = f"{job['server']}/upload-base64/{job['id']}", {"X-Oc-Token": job["token"]}
+    for _ in range(8):  # every web process has served one already, so what it loads once is loaded
+        assert requests.post(url, headers=token, json={"content": "QUJD"}, timeout=10).status_code == 201
+    web_processes = [int(pid) for pid in subprocess.run(["pgrep", "-P", str(live.processes[0].pid)],
+                                                        capture_output=True, text=True).stdout.split()]
+    before = {pid: _peak_memory(pid) for pid in web_processes}
+    content = os.urandom(24 * 1024 * 1024)
+    body = json.dumps({"content": base64.b64encode(content).decode(), "filename": "noise.raw"})
+    answer = requests.post(url, headers={**token, "Content-Type": "application/json"}, data=body, timeout=120)
+    assert answer.status_code == 201, answer.text
+    assert answer.json()[0]["checksum"] == hashlib.sha256(content).hexdigest()
+    grown = max(_peak_memory(pid) - before[pid] for pid in web_processes)
+    assert grown < len(body) // 4, f"peak grew {grown / 2**20:.1f} MiB, body {len(body) / 2**20:.0f} MiB"

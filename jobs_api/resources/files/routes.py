@@ -12,19 +12,19 @@ from urllib.parse import quote
 
 from flask import Response, request, send_file
 from flask.views import MethodView
-from marshmallow import Schema, fields, pre_load
+from marshmallow import Schema, fields
 from redis.exceptions import RedisError
 from sqlalchemy import update
 
+from jobs_api.base64_upload import Base64Upload
 from jobs_api.errors import Gone, NotAllowed, NotFound, RequestInvalid
-from jobs_api.inputs import decode_base64
 from jobs_api.jobs import EDITABLE
 from jobs_api.models import Job, OutputFile, utcnow
 from jobs_api.queue import CONVERT_ARRIVING, enqueue, redis_for
 from jobs_api.representation import InputOut, aware
 from jobs_api.security import password_matches
 from jobs_api.throttle import PasswordFailures
-from jobs_api.uploads import ON_FILE, received_file
+from jobs_api.uploads import ON_FILE, incoming_file, received_file
 from jobs_api.web import Blueprint, config, load_job, service, session, storage
 
 log = logging.getLogger(__name__)
@@ -41,11 +41,11 @@ class Base64File(Schema):
     content = fields.String(required=True, metadata={"description": "The file, base64-encoded"})
     filename = fields.String(load_default="file")
 
-    @pre_load(pass_collection=True)
-    def one_or_many(self, data: Any, many: bool, **_kwargs: Any) -> Any:
-        return [data] if many and isinstance(data, dict) else data
 
-
+BASE64_BODY = {  # read as it arrives by jobs_api/base64_upload.py, not by a schema
+    "required": True,
+    "content": {"application/json": {"schema": {"oneOf": [Base64File, {"type": "array", "items": Base64File}]}}},
+}
 UPLOAD_BODY = {
     "required": True,
     "content": {"multipart/form-data": {"schema": {
@@ -79,24 +79,17 @@ class UploadFile(MethodView):
 
 @blp.route("/upload-base64/<job_id>")
 class UploadBase64(MethodView):
-    @blp.arguments(Base64File(many=True))
+    @blp.doc(requestBody=BASE64_BODY)
     @blp.response(201, InputOut(many=True))
-    def post(self, files: list[dict[str, Any]], job_id: str) -> Any:
+    @blp.alt_response(400, response="BAD_REQUEST")
+    def post(self, job_id: str) -> Any:
         """Upload one or more base64-encoded files into a job (object or array of {content, filename})"""
-        job = load_job(job_id, upload=True)
+        job = load_job(job_id, upload=True)  # all three before the body is read, as for upload-file
+        service().require_uploadable(job)
         _require_slot_if_starting(job)
-        created = []
-        for index, item in enumerate(files):
-            handle = storage().incoming_file()
-            with handle:
-                data = decode_base64(item["content"], f"{index}.content")
-                if not data:
-                    raise RequestInvalid(
-                        "The uploaded file is empty.", {f"{index}.content": ["the file has no content"]}
-                    )
-                handle.write(data)
-            created.append(service().accept_file(job, Path(handle.name), item["filename"], None, kind="base64"))
-        return created
+        files = Base64Upload(request.stream, incoming_file).files()
+        return [service().accept_file(job, item.incoming.path, item.filename, None, kind="base64",
+                                      checksum=item.incoming.sha256) for item in files]
 
 
 def _require_slot_if_starting(job: Job) -> None:
