@@ -53,8 +53,8 @@ from gunicorn.workers.gthread import _DEFER, ThreadWorker
 
 QUIT_SECONDS = 3
 HEAD_SECONDS = 10.0
-PEEK_BODY_BYTES = 16 * 1024
-PEEK_BYTES = 64 * 1024  # what a look sees: a request that needs more is read by a thread
+PEEK_BODY_BYTES = 1024 * 1024  # a job's JSON, but for large inline base64 inputs
+PEEK_BYTES = PEEK_BODY_BYTES + 64 * 1024  # what a look sees: a request that needs more is read by a thread
 HEAD_END = b"\r\n\r\n"
 ABANDONED = object()  # handle's answer for a connection whose head did not arrive in time
 
@@ -74,6 +74,14 @@ class ServiceWorker(ThreadWorker):
         if self.cfg.is_ssl:  # the bytes in the socket are TLS records: nothing to look at
             return super().handle(conn)
         missing = _missing(conn)
+        if missing:
+            # The poller wakes the connection once that much more has come (or it ends). Without
+            # this, a request that has arrived in part leaves its socket readable, and is looked at
+            # again and again: three such requests kept both cores busy. The kernel may hold less
+            # than asked (half of tcp_rmem's maximum): such a request is read by a thread.
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, missing)
+            if conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT) < missing:
+                missing = 0
         if not missing:
             conn.head_since = None
             conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
@@ -84,10 +92,6 @@ class ServiceWorker(ThreadWorker):
                              HEAD_SECONDS)
             return ABANDONED
         conn.head_since = since
-        # The poller wakes the connection once that much more has come (or it ends). Without this, a
-        # request that has arrived in part leaves its socket readable, and is looked at again and
-        # again: three such requests kept both cores busy.
-        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, missing)
         return _DEFER
 
     def finish_request(self, conn: Any, fs: Any) -> None:

@@ -19,18 +19,18 @@ from jobs_api.config import Config
 
 SLOW_SECONDS = 30
 HEAD = b"POST /v2/jobs HTTP/1.1\r\nHost: slow\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n"
+LARGE = 512 * 1024  # a job with an inline base64 input
 
 
-def _drip(address: tuple[str, int], data: bytes, stop: threading.Event, every: float) -> None:
-    """Send `data` a byte every `every` seconds (the head at once when `data` is a body), on a
-    new connection whenever the service closes one, until `stop`."""
+def _drip(address: tuple[str, int], at_once: bytes, slowly: bytes, stop: threading.Event) -> None:
+    """Send `at_once`, then `slowly` a byte every 2 s, on a new connection whenever the service
+    closes one, until `stop`."""
     while not stop.is_set():
         try:
             with socket.create_connection(address, timeout=5) as connection:
-                if data is not HEAD:
-                    connection.sendall(HEAD)
-                for byte in data:
-                    if stop.wait(every):
+                connection.sendall(at_once)
+                for byte in slowly:
+                    if stop.wait(2.0):
                         return
                     connection.sendall(bytes([byte]))
         except OSError:
@@ -41,10 +41,11 @@ def test_fifty_slow_clients_leave_the_service_answering(config: Config, tmp_path
     service = start_service(config.replace(queue_name="slow"), tmp_path)
     address = (urlsplit(service.url).hostname or "", urlsplit(service.url).port or 0)
     stop = threading.Event()
-    slow_head = HEAD + b'{"input": []}'
-    drips = [threading.Thread(target=_drip, args=(address, slow_head, stop, 2.0), daemon=True) for _ in range(25)]
-    drips += [threading.Thread(target=_drip, args=(address, b'{"input": [], "conversion": []}' + b" " * 8, stop, 2.0),
-                               daemon=True) for _ in range(25)]
+    large = HEAD.replace(b"40", str(LARGE).encode()) + b'{"input": [{"type": "base64", "source": "'
+    slow = [(b"", HEAD + b'{"input": []}')] * 17  # the head, a byte at a time
+    slow += [(HEAD, b'{"input": [], "conversion": []}' + b" " * 8)] * 17  # then a small body
+    slow += [(large + b"A" * (LARGE // 2), b"A" * LARGE)] * 16  # half a large body, then the rest
+    drips = [threading.Thread(target=_drip, args=(address, *drip, stop), daemon=True) for drip in slow]
     latencies = []
     try:
         for drip in drips:
