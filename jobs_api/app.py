@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from apispec import BasePlugin
 from flask import Flask, request
 from flask_smorest import Api
 from marshmallow import Schema, fields
@@ -19,6 +18,7 @@ from jobs_api.errors import ServiceError
 from jobs_api.health import Readiness
 from jobs_api.logs import one_line
 from jobs_api.metrics import registry_for
+from jobs_api.resources.docs.routes import blp as docs_blp
 from jobs_api.resources.file_convert.routes import blp as file_convert_blp
 from jobs_api.resources.files.routes import blp as files_blp
 from jobs_api.resources.health.routes import blp as health_blp
@@ -26,6 +26,7 @@ from jobs_api.resources.info.routes import blp as info_blp
 from jobs_api.resources.jobs.routes import blp as jobs_blp
 from jobs_api.resources.presets.routes import blp as presets_blp
 from jobs_api.resources.usage.routes import blp as usage_blp
+from jobs_api.spec import DialectErrors, SecurityPlugin
 from jobs_api.storage import Storage
 from jobs_api.uploads import StreamingRequest
 from jobs_api.web import close_session
@@ -85,31 +86,15 @@ class JobsApi(Api):
     ERROR_SCHEMA = ErrorOut
 
 
-FILE_CONVERT_PREFIX = file_convert_blp.url_prefix or ""
-
-
-class DialectErrors(BasePlugin):  # type: ignore[misc]
-    """The File Conversion dialect's operations answer every error in its own shape
-    (ERROR_BODIES), and their spec says so: flask-smorest gives every operation /v2's."""
-
-    def operation_helper(self, path: str | None = None, operations: dict[str, Any] | None = None,
-                         **_kwargs: Any) -> None:
-        if not (path or "").startswith(FILE_CONVERT_PREFIX):
-            return
-        for operation in (operations or {}).values():
-            operation.setdefault("responses", {})["default"] = {
-                "description": "An error, in this dialect's shape",
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/FileConversionError"}}},
-            }
-
-
 def register_api(app: Flask) -> None:
     description = "Self-hosted audio conversion jobs, wire-compatible with api2convert's v2 API."
-    api = JobsApi(app, spec_kwargs={"info": {"description": description}, "extra_plugins": [DialectErrors()]})
+    plugins = [SecurityPlugin(), DialectErrors()]
+    api = JobsApi(app, spec_kwargs={"info": {"description": description}, "extra_plugins": plugins})
     app.extensions["jobs_api"]["api"] = api
     for blueprint in (jobs_blp, files_blp, info_blp, presets_blp, usage_blp, file_convert_blp):
         api.register_blueprint(blueprint)
     app.register_blueprint(health_blp)  # for operators: left out of the API docs
+    app.register_blueprint(docs_blp)
     # The old PHP SDK sends presets without the /v2 prefix: same views, left out of the docs.
     app.register_blueprint(presets_blp, url_prefix="/presets", name="presets_unversioned")
 
