@@ -118,6 +118,8 @@ def register_error_handlers(app: Flask) -> None:
     def http_error(error: HTTPException) -> Any:
         code = error.code or 500
         message = error.description if code < 500 else "Internal server error"
+        if code == 404 and _exists_under_v2(app, request.path, request.method):
+            message = f"Not found: the API's paths begin with /v2; did you mean /v2{request.path}?"
         return _answer(code, message or error.name)
 
     @app.errorhandler(RedisError)
@@ -137,6 +139,16 @@ def register_error_handlers(app: Flask) -> None:
     def unexpected(error: Exception) -> Any:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return _answer(500, "Internal server error")
+
+
+def _exists_under_v2(app: Flask, path: str, method: str) -> bool:
+    if path.startswith("/v2/") or not path.startswith("/"):
+        return False
+    try:
+        app.url_map.bind("localhost").match(f"/v2{path.rstrip('/')}", method=method)
+    except HTTPException:
+        return False
+    return True
 
 
 def _answer(status: int, message: str, errors: dict[str, list[str]] | None = None,

@@ -16,7 +16,7 @@ from typing import Any
 
 from jobs_api import encoders
 from jobs_api.encoders import FREQUENCIES, Codec
-from jobs_api.errors import RequestInvalid
+from jobs_api.errors import RequestInvalid, did_you_mean
 
 CATEGORY = "audio"
 
@@ -249,10 +249,9 @@ def validate(target_name: Any, options: Any, path: str = "") -> Target:
     """
     target = TARGETS.get(target_name) if isinstance(target_name, str) else None
     if target is None:
-        allowed = ", ".join(TARGETS)
+        allowed = f"{did_you_mean(target_name, TARGETS)}allowed values: {', '.join(TARGETS)}"
         raise RequestInvalid(
-            f"Unknown target {target_name!r}.",
-            {f"{path}target": [f"unknown target {target_name!r}; allowed values: {allowed}"]},
+            f"Unknown target {target_name!r}.", {f"{path}target": [f"unknown target {target_name!r}; {allowed}"]},
         )
     if options is None:
         return target
@@ -264,7 +263,7 @@ def validate(target_name: Any, options: Any, path: str = "") -> Target:
         option = known.get(name)
         if option is None:
             problems[f"{path}options.{name}"] = [
-                f"unknown option for {target.name}; allowed options: {', '.join(known)}"
+                f"unknown option for {target.name}; {did_you_mean(name, known)}allowed options: {', '.join(known)}"
             ]
         elif value is not None and (problem := option.problem(value)):
             problems[f"{path}options.{name}"] = [problem]
@@ -317,7 +316,7 @@ def validate_metadata(metadata: Any, path: str = "") -> dict[str, Any]:
             if not isinstance(value, bool):
                 problems[field_path] = ["must be of type boolean"]
         elif name not in TAGS:
-            problems[field_path] = [f"unknown tag; allowed: {', '.join(TAGS)}, clear_all"]
+            problems[field_path] = [f"unknown tag; {did_you_mean(name, TAGS)}allowed: {', '.join(TAGS)}, clear_all"]
         elif value is not None and not isinstance(value, str):
             problems[field_path] = ["must be of type string"]
         elif value is not None and (len(value) > TAG_MAX_LENGTH or CONTROL_CHARACTERS.search(value)):

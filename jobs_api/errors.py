@@ -1,6 +1,10 @@
 """Domain exceptions. The HTTP layer maps each to a status in one place (app.py)."""
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+from typing import Any
+
 MAX_FIELDS = 20  # an error answer names at most this many fields, however many were wrong
 MAX_NAME = 100  # characters of a field's name that a client chose (an object's key)
 
@@ -33,10 +37,16 @@ class RequestInvalid(ServiceError):
 
 
 class NotAuthenticated(ServiceError):
+    """The contract's "Invalid api key", and in `errors` which of the two it is: a caller who sent
+    no key learns where to send it, one who sent a wrong key that the key is not known."""
+
     status = 401
 
-    def __init__(self) -> None:
-        super().__init__("Invalid api key")
+    def __init__(self, header: str, sent: bool) -> None:
+        problem = "no such key, or it was revoked"
+        if not sent:
+            problem = f"no API key was sent: send yours in the {header} header"
+        super().__init__("Invalid api key", {header: [problem]})
 
 
 class NotFound(ServiceError):
@@ -77,3 +87,11 @@ class TooManyRequests(ServiceError):
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.headers = {"Retry-After": str(max(1, retry_after))}
+
+
+def did_you_mean(word: Any, choices: Iterable[str]) -> str:
+    """"did you mean 'm4a'? " for the choice nearest a misspelled `word`, or "" if none is near."""
+    if not isinstance(word, str):
+        return ""
+    nearest = difflib.get_close_matches(word.strip().lower(), list(choices), n=1, cutoff=0.6)
+    return f"did you mean {nearest[0]!r}? " if nearest else ""

@@ -9,7 +9,7 @@ from typing import Any
 
 from jobs_api import catalog
 from jobs_api.config import Config
-from jobs_api.errors import RequestInvalid
+from jobs_api.errors import RequestInvalid, did_you_mean
 from jobs_api.models import Job, JobStatus
 from jobs_api.outbound import is_http_url
 from jobs_api.representation import download_uri, iso
@@ -20,6 +20,7 @@ FORMATS = ("mp3", "wav", "flac", "ogg", "aac", "webm")
 RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000, 96000, 192000)
 DEPTHS = (16, 24, 32)
 DEFAULT_DEPTH = 16
+FIELDS = ("audio_url", "audio_file", "target_format", "target_sr", "target_bit_depth", "webhook_url")
 
 STATUS = {
     JobStatus.INCOMPLETE: "IN_QUEUE", JobStatus.READY: "IN_QUEUE", JobStatus.QUEUED: "IN_QUEUE",
@@ -33,6 +34,14 @@ class FieldInvalid(RequestInvalid):
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}", {field: [message]})
+
+
+def refuse_unknown(fields: list[str]) -> None:
+    """FieldInvalid for the first form field this endpoint does not read: a misspelled
+    `target_samplerate` would otherwise be dropped and the file converted at the wrong rate."""
+    for field in fields:
+        if field not in FIELDS:
+            raise FieldInvalid(field, f"unknown field; {did_you_mean(field, FIELDS)}known fields: {', '.join(FIELDS)}")
 
 
 def job_body(form: dict[str, Any], has_file: bool) -> dict[str, Any]:
@@ -132,6 +141,8 @@ def error_body(message: str, status: int, errors: dict[str, list[str]]) -> dict[
     if status == 400 and errors:
         field, messages = next(iter(errors.items()))
         message = f"{_form_field(field)}: {messages[0]}"
+    elif status == 401 and errors:  # which of missing and wrong the key is
+        message = f"{message}: {next(iter(errors.values()))[0]}"
     return {"success": False, "error": message}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import logging
 import socket
 import threading
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
+
+log = logging.getLogger(__name__)
 
 MAX_REDIRECTS = 5
 CHUNK = 1024 * 1024
@@ -184,6 +187,9 @@ def _resolve(url: str, allow: Allowance) -> _Hop:
     addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
     for address in addresses:
         if not is_public(address) and not allow.permits(host, address):
+            # For the operator only: the client is not told how the service's fence is set.
+            log.warning("refused %s (%s): a private or reserved address; OUTBOUND_ALLOW can let chosen hosts "
+                        "or networks through", host, address)
             raise OutboundRefused(
                 f"The host {host} resolves to a private or reserved address; it is not reachable from here."
             )

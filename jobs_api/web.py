@@ -67,14 +67,15 @@ def _header(names: tuple[str, ...]) -> str | None:
 KEY_BY_HASH = select(ApiKey.id, ApiKey.revoked_at).where(ApiKey.key_hash == bindparam("key_hash"))
 
 
-def api_key_id(key: str | None = None) -> str:
-    """The calling key's id (from the key headers unless given); 401 unless it is valid and unrevoked."""
+def api_key_id(key: str | None = None, header: str = KEY_HEADERS[-1]) -> str:
+    """The calling key's id (from the key headers unless given, from `header`); 401 unless it is
+    valid and unrevoked."""
     key = key if key is not None else _header(KEY_HEADERS)
     if not key:
-        raise NotAuthenticated()
+        raise NotAuthenticated(header, sent=False)
     row = session().execute(KEY_BY_HASH, {"key_hash": hash_secret(key)}).first()
     if row is None or row.revoked_at is not None:
-        raise NotAuthenticated()
+        raise NotAuthenticated(header, sent=True)
     return str(row.id)
 
 

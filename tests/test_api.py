@@ -26,11 +26,13 @@ def create(client: Any, headers: dict[str, str], **body: Any) -> dict[str, Any]:
 
 # Authentication ----------------------------------------------------------------------
 
-def test_missing_or_wrong_key_is_401_with_the_contract_body(client: Any) -> None:
-    for headers in ({}, {"X-Oc-Api-Key": "nope"}, {"X-Api2convert-Api-Key": "nope"}):
+def test_missing_or_wrong_key_is_401_with_the_contract_message_and_says_which(client: Any) -> None:
+    for headers, problem in (({}, "no API key was sent: send yours in the X-Oc-Api-Key header"),
+                             ({"X-Oc-Api-Key": "nope"}, "no such key, or it was revoked"),
+                             ({"X-Api2convert-Api-Key": "nope"}, "no such key, or it was revoked")):
         response = client.get("/v2/jobs", headers=headers)
         assert response.status_code == 401
-        assert response.get_json() == {"message": "Invalid api key", "code": 401, "errors": {}}
+        assert response.get_json() == {"message": "Invalid api key", "code": 401, "errors": {"X-Oc-Api-Key": [problem]}}
 
 
 def test_both_key_headers_work_case_insensitively(client: Any, api_key: str) -> None:

@@ -90,7 +90,7 @@ def _caller() -> str:
     """The key from Authorization, raw or as a Bearer token."""
     value = request.headers.get("Authorization", "").strip()
     scheme, _, token = value.partition(" ")
-    return api_key_id(token.strip() if scheme.lower() == "bearer" and token else value)
+    return api_key_id(token.strip() if scheme.lower() == "bearer" and token else value, header="Authorization")
 
 
 class FileConversionError(Schema):
@@ -112,6 +112,7 @@ class FileConvert(MethodView):
         """Convert an audio URL or upload; the answer carries task_id and conversion_id at once"""
         key_id = _caller()  # before the body is read, as is the key's room for one more job
         service().limits.require_slot(key_id)
+        file_conversion.refuse_unknown([*request.form, *request.files])
         upload = request.files.get("audio_file")
         has_file = upload is not None and bool(upload.filename or upload.content_length)
         body = file_conversion.job_body(request.form.to_dict(), has_file)
