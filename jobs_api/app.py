@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException
 from jobs_api import file_conversion
 from jobs_api.config import Config
 from jobs_api.db import make_engine, make_sessionmaker
-from jobs_api.errors import ServiceError
+from jobs_api.errors import RequestInvalid, ServiceError
 from jobs_api.health import Readiness
 from jobs_api.logs import one_line
 from jobs_api.metrics import registry_for
@@ -158,6 +158,12 @@ def _answer(status: int, message: str, errors: dict[str, list[str]] | None = Non
 
 
 def register_request_hooks(app: Flask, config: Config) -> None:
+    @app.before_request
+    def refuse_nul_in_url() -> None:
+        """A NUL (%00) reaches the database as part of an id or a filter, which PostgreSQL refuses."""
+        if "\x00" in request.path or any("\x00" in name + value for name, value in request.args.items(multi=True)):
+            raise RequestInvalid("A NUL character (%00) is not accepted in a URL.", {"url": ["contains %00"]})
+
     @app.before_request
     def limit_body() -> None:
         if request.endpoint == "files.UploadBase64":

@@ -46,6 +46,9 @@ def refuse_unknown(fields: list[str]) -> None:
 
 def job_body(form: dict[str, Any], has_file: bool) -> dict[str, Any]:
     """The `/v2` job for a File Conversion request, or FieldInvalid."""
+    for field, value in form.items():
+        if "\x00" in value:  # PostgreSQL cannot store it
+            raise FieldInvalid(field, "contains a NUL character")
     url = (form.get("audio_url") or "").strip()
     if bool(url) == has_file:
         raise FieldInvalid("audio_url", "send exactly one of audio_url or audio_file")

@@ -55,6 +55,7 @@ QUIT_SECONDS = 3
 HEAD_SECONDS = 10.0
 PEEK_BODY_BYTES = 1024 * 1024  # a job's JSON, but for large inline base64 inputs
 PEEK_BYTES = PEEK_BODY_BYTES + 64 * 1024  # what a look sees: a request that needs more is read by a thread
+RECEIVE_BUFFER = 2 * PEEK_BYTES
 HEAD_END = b"\r\n\r\n"
 ABANDONED = object()  # handle's answer for a connection whose head did not arrive in time
 
@@ -69,21 +70,31 @@ class ServiceWorker(ThreadWorker):
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
         signal.alarm(QUIT_SECONDS)
 
+    def init_process(self) -> None:
+        # A body waits in the kernel until it is whole, and a socket's automatic receive buffer
+        # stops growing while nobody reads: a 235 KB body stalled at 128 KB. Accepted sockets
+        # take the listener's buffer size (the kernel caps it at net.core.rmem_max).
+        for listener in self.sockets:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        super().init_process()
+
     def handle(self, conn: Any) -> Any:
         """Read the request only once it has arrived (see the module's docstring)."""
         if self.cfg.is_ssl:  # the bytes in the socket are TLS records: nothing to look at
             return super().handle(conn)
-        missing = _missing(conn)
+        missing, head_whole = _missing(conn)
+        if missing and getattr(conn, "awaiting_body", False):
+            missing = 0  # woken before the body was whole: the kernel holds no more, a thread reads it
         if missing:
             # The poller wakes the connection once that much more has come (or it ends). Without
             # this, a request that has arrived in part leaves its socket readable, and is looked at
             # again and again: three such requests kept both cores busy. The kernel may hold less
-            # than asked (half of tcp_rmem's maximum): such a request is read by a thread.
+            # than asked (half the receive buffer): such a request is read by a thread.
             conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, missing)
             if conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT) < missing:
                 missing = 0
         if not missing:
-            conn.head_since = None
+            conn.head_since, conn.awaiting_body = None, False
             conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
             return super().handle(conn)
         since = getattr(conn, "head_since", None) or time.monotonic()
@@ -91,7 +102,7 @@ class ServiceWorker(ThreadWorker):
             self.log.warning("request head from %s not whole in %g s: connection closed", conn.client[0],
                              HEAD_SECONDS)
             return ABANDONED
-        conn.head_since = since
+        conn.head_since, conn.awaiting_body = since, head_whole
         return _DEFER
 
     def finish_request(self, conn: Any, fs: Any) -> None:
@@ -147,25 +158,26 @@ def _stops_end_the_child() -> None:
     _release_stops()
 
 
-def _missing(conn: Any) -> int:
+def _missing(conn: Any) -> tuple[int, bool]:
     """How many more bytes the socket must hold before the connection's next request may have
-    arrived whole (its head, and its body when it declares one of up to PEEK_BODY_BYTES); 0 when it
-    has, and also when the socket has ended or failed: gthread then meets that as it would."""
+    arrived whole (its head, and its body when it declares one of up to PEEK_BODY_BYTES), and
+    whether its head has. 0 when it has arrived, and also when the socket has ended or failed:
+    gthread then meets that as it would."""
     buffered = conn.parser.unreader.buf.getvalue() if conn.parser is not None else b""
     try:
         waiting = conn.sock.recv(PEEK_BYTES, socket.MSG_PEEK | socket.MSG_DONTWAIT)
     except BlockingIOError:
         waiting = b""
     except OSError:
-        return 0
+        return 0, False
     else:
         if not waiting:
-            return 0  # the client closed its side
+            return 0, False  # the client closed its side
     data = buffered + waiting
     end = data.find(HEAD_END)
     if end < 0:
         # a head longer than a look: gunicorn's limits judge it
-        return 0 if len(waiting) >= PEEK_BYTES else len(waiting) + 1
+        return (0 if len(waiting) >= PEEK_BYTES else len(waiting) + 1), False
     length = 0
     for line in data[:end].split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
@@ -173,8 +185,8 @@ def _missing(conn: Any) -> int:
         if name == b"content-length" and value.isdigit():
             length = int(value)
         elif name == b"expect":
-            return 0  # the client waits for gunicorn's 100 Continue before it sends the body
+            return 0, True  # the client waits for gunicorn's 100 Continue before it sends the body
     needed = end + len(HEAD_END) + length
     if length > PEEK_BODY_BYTES or needed > len(buffered) + PEEK_BYTES or len(data) >= needed:
-        return 0
-    return needed - len(buffered)
+        return 0, True
+    return needed - len(buffered), True

@@ -106,7 +106,8 @@ class NotFinite(str):
 def checked_json(body: Any) -> Any:
     """The parsed body, or RequestInvalid naming each value that no field may hold: one nested
     too deeply, a number that is not finite or beyond 64 bits, a string that is not valid
-    Unicode (a lone surrogate, which \\ud800 writes; it would break every later answer)."""
+    Unicode (a lone surrogate, which \\ud800 writes; it would break every later answer) or holds
+    a NUL character (\\u0000, which PostgreSQL cannot store)."""
     problems: dict[str, list[str]] = {}
     pending: list[tuple[str, Any, int]] = [("", body, 0)]
     while pending and len(problems) < MAX_FIELDS:
@@ -117,8 +118,9 @@ def checked_json(body: Any) -> Any:
         elif isinstance(value, dict):
             for key, item in value.items():
                 name = f"{path}.{key}" if path else str(key)
-                if _not_unicode(key):
-                    problems[name.encode("utf-8", "backslashreplace").decode()] = ["the name is not valid Unicode"]
+                if _not_text(key):
+                    shown = name.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\u0000")
+                    problems[shown] = ["the name is not valid text: a lone surrogate or a NUL character"]
                 else:
                     pending.append((name, item, depth + 1))
         elif isinstance(value, list):
@@ -136,17 +138,18 @@ def _value_problem(value: Any, depth: int) -> str | None:
         return "must be a finite number"
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INTEGER:
         return "must be an integer that fits in 64 bits"
-    if isinstance(value, str) and _not_unicode(value):
-        return "not valid Unicode (a lone surrogate)"
+    if isinstance(value, str) and _not_text(value):
+        return "not valid text: a lone surrogate or a NUL character"
     return None
 
 
-def _not_unicode(text: str) -> bool:
+def _not_text(text: str) -> bool:
+    """Whether `text` cannot be stored as text: a lone surrogate, or a NUL (PostgreSQL refuses it)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
         return True
-    return False
+    return "\x00" in text
 
 
 class JsonAnywayParser(FlaskParser):

@@ -47,8 +47,10 @@ def test_an_integer_beyond_64_bits_is_refused(client: Any, headers: dict[str, st
     _still_serving(client, headers)
 
 
+@pytest.mark.parametrize("character", ["\\ud800", "\\u0000"])  # not text; PostgreSQL cannot store a NUL
 @pytest.mark.parametrize("where", ["callback", "source", "filename", "metadata", "option"])
-def test_a_lone_surrogate_is_refused_where_it_stands(client: Any, headers: dict[str, str], where: str) -> None:
+def test_a_string_that_is_not_text_is_refused_where_it_stands(client: Any, headers: dict[str, str], where: str,
+                                                              character: str) -> None:
     job: dict[str, Any] = _job()
     if where == "callback":
         job["callback"] = "http://example.com/MARK"
@@ -60,9 +62,23 @@ def test_a_lone_surrogate_is_refused_where_it_stands(client: Any, headers: dict[
         job["conversion"][0]["metadata"] = {"title": "MARK"}
     else:
         job["conversion"][0]["options"] = {"output_filename": "MARK"}
-    answer = _post_raw(client, headers, json.dumps(job).replace("MARK", "\\ud800"))
+    answer = _post_raw(client, headers, json.dumps(job).replace("MARK", character))
     assert answer.status_code == 400, answer.get_json()
-    assert "not valid Unicode" in json.dumps(answer.get_json())
+    assert "not valid text" in json.dumps(answer.get_json())
+    _still_serving(client, headers)
+
+
+def test_a_preset_named_with_a_nul_is_a_400(client: Any, headers: dict[str, str]) -> None:
+    # found by schemathesis on PostgreSQL: the row could not be written, a 500
+    answer = client.post("/v2/presets", headers=headers, json={"target": "mp3", "name": "a\u0000b"})
+    assert answer.status_code == 400 and "name" in answer.get_json()["errors"], answer.get_json()
+    _still_serving(client, headers)
+
+
+@pytest.mark.parametrize("url", ["/v2/jobs/%00", "/v2/jobs?status=%00", "/v2/presets?filter=a%00b", "/v2/jobs?%00=1"])
+def test_a_nul_in_the_url_is_a_400(client: Any, headers: dict[str, str], url: str) -> None:
+    answer = client.get(url, headers=headers)
+    assert answer.status_code == 400 and "url" in answer.get_json()["errors"], answer.get_json()
     _still_serving(client, headers)
 
 
@@ -110,3 +126,11 @@ def test_a_remote_inputs_filename_is_display_text(client: Any, headers: dict[str
     name = job["input"][0]["filename"]
     assert "/" not in name and "\u202e" not in name and "\x07" not in name and len(name) <= 255
     assert name.startswith("gpj.wav")
+
+
+def test_a_nul_in_a_file_conversion_field_is_a_400(client: Any, api_key: str) -> None:
+    answer = client.post("/api/public/v1/file_convert", headers={"Authorization": api_key},
+                         content_type="multipart/form-data",
+                         data={"audio_url": "http://example.com/a.wav", "target_format": "wav",
+                               "webhook_url": "http://example.com/\x00"})
+    assert answer.status_code == 400 and answer.get_json()["error"].startswith("webhook_url:"), answer.get_json()
