@@ -27,6 +27,7 @@ RUN pip install --no-cache-dir -e . \
 USER app
 ENV STORAGE_DIR=/data/storage \
     DATABASE_URL=sqlite:////data/jobs.db \
+    HOST=0.0.0.0 \
     PORT=8000
 EXPOSE 8000
 VOLUME ["/data"]

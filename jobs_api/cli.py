@@ -27,7 +27,8 @@ def migrate(config: Config) -> None:
 
 def serve(config: Config) -> None:
     config.storage_dir.mkdir(parents=True, exist_ok=True)
-    args = gunicorn_args(os.environ.get("HOST", "0.0.0.0"), os.environ.get("PORT", "8000"), "jobs_api.wsgi:app")
+    # Loopback unless told: a service started to try it is not open to the network (the image sets 0.0.0.0).
+    args = gunicorn_args(os.environ.get("HOST", "127.0.0.1"), os.environ.get("PORT", "8000"), "jobs_api.wsgi:app")
     os.execvp(sys.executable, [sys.executable, "-m", *args])
 
 

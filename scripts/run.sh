@@ -3,7 +3,7 @@
 # Embedded defaults: SQLite in ./var, files in ./var/storage, Redis on localhost.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh serve  # what serving needs; the tests' tools come with test.sh
 mkdir -p var
 .venv/bin/jobs-api migrate
 if [ ! -s var/first-key ]; then

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what this project needs on Debian (as root) and creates ./.venv.
-# Safe to run again: it only installs what is missing.
+# `setup.sh serve` (run.sh): only what serving needs; plain `setup.sh` (test.sh) adds the test
+# and benchmark tools. Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+for_tests=$([ "${1:-}" = serve ] && echo no || echo yes)
 
 need_apt=()
 command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || need_apt+=(ffmpeg)
@@ -10,7 +12,7 @@ command -v espeak-ng >/dev/null || need_apt+=(espeak-ng)  # text to speech (lang
 command -v pgrep >/dev/null || need_apt+=(procps)
 command -v cc >/dev/null && [ -e /usr/include/stdio.h ] || need_apt+=(gcc libc6-dev)  # workers/ffmpeg/*.c
 [ -e /usr/include/linux/landlock.h ] || need_apt+=(linux-libc-dev)  # workers/ffmpeg/sandbox.c
-command -v wrk >/dev/null || need_apt+=(wrk)  # load generator of bench/api_load.py
+[ "$for_tests" = no ] || command -v wrk >/dev/null || need_apt+=(wrk)  # load generator of bench/api_load.py
 if ! (command -v redis-cli >/dev/null && redis-cli -u "${REDIS_URL:-redis://127.0.0.1:6379/0}" ping >/dev/null 2>&1); then
     command -v redis-server >/dev/null || need_apt+=(redis-server)
 fi
@@ -39,4 +41,8 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/pip install -q --upgrade pip >/dev/null
-.venv/bin/pip install -q -e '.[dev]'
+if [ "$for_tests" = yes ]; then
+    .venv/bin/pip install -q -e '.[dev]'
+else
+    .venv/bin/pip install -q -e .
+fi
