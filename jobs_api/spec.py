@@ -7,23 +7,25 @@ from typing import Any
 from apispec import APISpec, BasePlugin
 
 from jobs_api.resources.file_convert.routes import blp as file_convert_blp
+from jobs_api.resources.files.routes import PASSWORD_HEADERS
+from jobs_api.web import KEY_HEADERS, TOKEN_HEADERS
 
 FILE_CONVERT_PREFIX = file_convert_blp.url_prefix or ""
 
-# One scheme per header a caller may send; operations list the ones they take, any one of them.
+
+def _header(name: str, description: str) -> dict[str, str]:
+    return {"type": "apiKey", "in": "header", "name": name, "description": description}
+
+
+# One scheme per header a caller may send (the names the views read); operations list the ones
+# they take, any one of them.
 SECURITY_SCHEMES = {
-    "ApiKey": {"type": "apiKey", "in": "header", "name": "X-Oc-Api-Key",
-               "description": "Your API key (`jobs-api keys create`)."},
-    "ApiKeyAlias": {"type": "apiKey", "in": "header", "name": "X-Api2convert-Api-Key",
-                    "description": "The same key, under api2convert's newer header name."},
-    "JobToken": {"type": "apiKey", "in": "header", "name": "X-Oc-Token",
-                 "description": "A job's `token`: reads, patches and uploads into that job only."},
-    "JobTokenAlias": {"type": "apiKey", "in": "header", "name": "X-Api2convert-Token",
-                      "description": "The same token, under api2convert's newer header name."},
-    "Authorization": {"type": "apiKey", "in": "header", "name": "Authorization",
-                      "description": "File Conversion: your API key, alone or as `Bearer <key>`."},
-    "DownloadPassword": {"type": "apiKey", "in": "header", "name": "X-Oc-Download-Password",
-                         "description": "A protected output's download password."},
+    "ApiKey": _header(KEY_HEADERS[1], "Your API key (`jobs-api keys create`)."),
+    "ApiKeyAlias": _header(KEY_HEADERS[0], "The same key, under api2convert's newer header name."),
+    "JobToken": _header(TOKEN_HEADERS[1], "A job's `token`: reads, patches and uploads into that job only."),
+    "JobTokenAlias": _header(TOKEN_HEADERS[0], "The same token, under api2convert's newer header name."),
+    "Authorization": _header("Authorization", "File Conversion: your API key, alone or as `Bearer <key>`."),
+    "DownloadPassword": _header(PASSWORD_HEADERS[1], "A protected output's download password."),
 }
 Security = list[dict[str, list[str]]]
 KEY: Security = [{"ApiKey": []}, {"ApiKeyAlias": []}]
