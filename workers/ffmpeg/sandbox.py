@@ -51,7 +51,6 @@ class Sees:
         return "\n".join(lines)
 
 
-
 def environment(spec: str | None, program: str) -> dict[str, str]:
     """The environment of an exec'd run of `program` in the sandbox `spec` (Sees.spec): the
     library preloaded, which enters it."""
