@@ -36,10 +36,12 @@ class FieldInvalid(RequestInvalid):
         super().__init__(f"{field}: {message}", {field: [message]})
 
 
-def refuse_unknown(fields: list[str]) -> None:
+def refuse_unknown(fields: list[str | None]) -> None:
     """FieldInvalid for the first form field this endpoint does not read: a misspelled
-    `target_samplerate` would otherwise be dropped and the file converted at the wrong rate."""
-    for field in fields:
+    `target_samplerate` would otherwise be dropped and the file converted at the wrong rate.
+    A name the multipart parser could not read (a quoted name ending in a backslash) is None."""
+    for name in fields:
+        field = name or ""
         if field not in FIELDS:
             raise FieldInvalid(field, f"unknown field; {did_you_mean(field, FIELDS)}known fields: {', '.join(FIELDS)}")
 

@@ -55,3 +55,11 @@ def test_a_private_address_is_named_private_and_the_log_names_the_setting(caplog
         fetch_to_file("http://127.0.0.1:9/a.wav", io.BytesIO(), allow=Allowance.parse([]), max_bytes=10, timeout=5)
     assert "OUTBOUND_ALLOW" not in str(refused.value)
     assert "OUTBOUND_ALLOW" in caplog.text and "127.0.0.1" in caplog.text
+
+
+def test_a_form_field_whose_name_cannot_be_read_is_a_400_too(client: Any, api_key: str) -> None:
+    # found by schemathesis: a quoted name ending in a backslash reaches the view as None (a 500)
+    form = {"target_format": "mp3", "audio_url": "http://example.com/a.wav", "a\\": "x"}
+    answer = client.post("/api/public/v1/file_convert", headers={"Authorization": api_key},
+                         content_type="multipart/form-data", data=form)
+    assert answer.status_code == 400 and "unknown field" in answer.get_json()["error"], answer.get_json()
