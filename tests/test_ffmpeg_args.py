@@ -140,6 +140,15 @@ def test_gain_is_linear_when_the_true_peak_allows_it() -> None:
     assert gain_filters(EBU, levels, plan, correction=-0.4) == Gain(("volume=6.60dB",), "linear")
 
 
+def test_gain_before_a_lossy_encode_leaves_room_for_its_overshoot() -> None:
+    """A lossy encoder raises the true peak a little: its gain stays linear only while the
+    peak lands the margin below the limit; a lossless target may reach the limit itself."""
+    levels = Levels(integrated=-23.0, loudness_range=4.0, true_peak=-8.3)  # -1.3 dBTP after +7 dB; the limit is -1
+    for target, method in (("wav", "linear"), ("flac", "linear"), ("mp3", "limited"), ("aac", "limited")):
+        plan = plan_conversion(TARGETS[target], {"normalize": True}, CD, LIMITS)
+        assert gain_filters(EBU, levels, plan).method == method, target
+
+
 def test_gain_over_the_true_peak_is_limited_after_oversampling() -> None:
     plan = plan_conversion(TARGETS["wav"], {"normalize": True}, CD, LIMITS)
     levels = Levels(integrated=-23.0, loudness_range=4.0, true_peak=-3.0)

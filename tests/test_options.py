@@ -139,7 +139,7 @@ def test_trim_keeps_exactly_the_requested_part(start: str | None, end: str | Non
 def varying(audio_dir: Path) -> Path:
     """20 s of pink noise whose level swells and fades: loudness changes over time."""
     return make_audio(audio_dir / "varying.wav", seconds=20.0, rate=48000,
-                      source="anoisesrc=color=pink:duration=20:amplitude=0.5:sample_rate=48000,"
+                      source="anoisesrc=color=pink:duration=20:amplitude=0.5:sample_rate=48000:seed=11,"
                              "volume='0.2+0.8*abs(sin(t*0.8))':eval=frame")
 
 
@@ -147,7 +147,7 @@ def varying(audio_dir: Path) -> Path:
 def peaky(audio_dir: Path) -> Path:
     """Noise with near-full-scale clicks: a linear gain to -16 LUFS would push them over the limit."""
     return make_audio(audio_dir / "peaky.wav", seconds=12.0, rate=44100,
-                      source="anoisesrc=color=pink:d=12:amplitude=0.5:sample_rate=44100[n];"
+                      source="anoisesrc=color=pink:d=12:amplitude=0.5:sample_rate=44100:seed=12[n];"
                              "aevalsrc='if(lt(mod(t,1),0.004),0.95*sin(2*PI*3000*t),0)':s=44100:d=12[c];"
                              "[n][c]amix=inputs=2:normalize=0[out0]")
 
@@ -156,7 +156,7 @@ def peaky(audio_dir: Path) -> Path:
 def dynamic(audio_dir: Path) -> Path:
     """Loud and quiet passages in turn: a loudness range wider than 7 LU."""
     return make_audio(audio_dir / "dynamic.wav", seconds=24.0, rate=48000,
-                      source="anoisesrc=color=pink:duration=24:amplitude=0.5:sample_rate=48000,"
+                      source="anoisesrc=color=pink:duration=24:amplitude=0.5:sample_rate=48000:seed=13,"
                              "volume='if(lt(mod(t,8),4),1,0.15)':eval=frame")
 
 
@@ -231,7 +231,7 @@ def test_a_lossy_encode_makes_up_the_loudness_its_encoder_takes(
     options = {"normalize_target_level_ebu": -16, "normalize_true_peak_ebu": -1.5}
     measured, reported = normalized(client, config, headers, noise, "aac", options, tmp_path)
     assert reported["method"] == method and reported["encodes"] == 1, reported
-    assert measured["integrated"] == pytest.approx(-16, abs=0.1), (measured, reported)
+    assert measured["integrated"] == pytest.approx(-16, abs=0.15), (measured, reported)  # ebur128 shows tenths
 
 
 @pytest.mark.parametrize("kind, level, target", [

@@ -22,7 +22,7 @@ from workers.ffmpeg.forkserver import Forkserver
 from workers.ffmpeg.meters import Levels, meter_args, parse_levels
 from workers.ffmpeg.plan import Limits, Plan, plan_conversion
 from workers.ffmpeg.probe import parse_probe, probe_args
-from workers.ffmpeg.sandbox import NOTHING
+from workers.ffmpeg.sandbox import LIBRARY, NOTHING, STOP_SIGNALS, stop_signals_held
 
 LIMITS = Limits(max_duration=3600, max_output_bytes=64 * 1024 * 1024, max_channels=8, max_sample_rate=192000)
 
@@ -273,6 +273,37 @@ def test_without_the_server_ffmpeg_is_started_here(monkeypatch: pytest.MonkeyPat
         return True
 
     _run_until(_endless(f"title=exec-{os.getpid()}-{time.monotonic_ns()}"), parent)
+
+
+STOP_SIGNAL_BITS = sum(1 << (number - 1) for number in STOP_SIGNALS)
+
+
+def _signal_masks(status: str) -> dict[str, int]:
+    """The blocked and pending signal masks /proc/<pid>/status shows."""
+    names = ("SigBlk", "SigPnd", "ShdPnd")
+    fields = dict(line.split(":\t", 1) for line in status.splitlines() if line.startswith(names))
+    return {name: int(value, 16) for name, value in fields.items()}
+
+
+@pytest.mark.skipif(not LIBRARY.exists(), reason="scripts/setup.sh builds the library")
+def test_a_stop_that_reaches_a_run_before_its_setsid_is_dropped_not_kept() -> None:
+    """The moment between fork and setsid, when a stop sent to the worker's group reaches the
+    child too: the child raises SIGTERM on itself there, then execs a program with the library."""
+    child = ("import os, signal, sys; os.kill(os.getpid(), signal.SIGTERM); "
+             "os.execve('/bin/cat', ['cat', '/proc/self/status'], {'LD_PRELOAD': sys.argv[1]})")
+    with stop_signals_held():
+        ran = subprocess.run([sys.executable, "-c", child, str(LIBRARY)], capture_output=True, text=True, timeout=30)
+    assert ran.returncode == 0, ran.stderr
+    masks = _signal_masks(ran.stdout)
+    assert len(masks) == 3 and all(mask & STOP_SIGNAL_BITS == 0 for mask in masks.values()), masks
+
+
+@pytest.mark.usefixtures("unsandboxed")
+def test_a_run_starts_with_no_signal_held_or_pending() -> None:
+    """Runs are started with the stop signals held (stop_signals_held); the run must not keep
+    them held, or a SIGTERM sent to it would wait for ever."""
+    masks = _signal_masks(runner.run(["cat", "/proc/self/status"], sees=NOTHING, deadline_seconds=30))
+    assert len(masks) == 3 and all(mask & STOP_SIGNAL_BITS == 0 for mask in masks.values()), masks
 
 
 ORPHAN_CHECK = """

@@ -31,7 +31,7 @@ SILENT = -70.0
 # Riding the gain needs the 3 s short-term loudness; shorter clips keep their loudness range.
 RIDE_MIN_SECONDS = 3.0
 RMS_CEILING = -0.3  # dBFS: where rms normalization starts limiting rather than clipping
-TRUE_PEAK_MARGIN = 0.5  # dB the limiter keeps below the limit: lossy encoders overshoot a little
+TRUE_PEAK_MARGIN = 0.5  # dB a lossy gain and the limiter keep below the limit: lossy encoders overshoot
 
 
 class NotMeasurable(Exception):
@@ -62,14 +62,16 @@ def gain_filters(
             raise NotMeasurable("the input is silent or shorter than 0.4 s")
         gain = target - levels.integrated
         peak_after = (levels.true_peak if levels.true_peak is not None else 0.0) + gain
+        # a lossy encoder's overshoot must fit under the limit too
+        highest = norm.true_peak - (0.0 if plan.target.lossless else TRUE_PEAK_MARGIN)
         wide = levels.loudness_range is not None and levels.loudness_range > norm.loudness_range
         if wide and plan.duration >= RIDE_MIN_SECONDS and frames:
             assert levels.loudness_range is not None
             curve = loudness.ride(frames, levels.integrated, levels.loudness_range, target, norm.loudness_range)
-            over = loudness.peak_after(frames, curve) > norm.true_peak
+            over = loudness.peak_after(frames, curve) > highest
             limiter = _limiter(norm.true_peak - TRUE_PEAK_MARGIN, plan.sample_rate) if over else ()
             return Gain(limiter, "dynamic", tuple(curve))
-        if peak_after <= norm.true_peak:
+        if peak_after <= highest:
             return Gain((_volume(gain),), "linear")
         # Transients over the limit: our own oversampled limiter. loudnorm's dynamic mode
         # misses the target by several LU on such material.

@@ -19,6 +19,8 @@
  *
  * Each run enters its sandbox (sandbox.c) before main(): the program reads hostile input only
  * inside it. An exec'd run with this library preloaded enters it too: see __libc_start_main.
+ * Every program started with it first drops a stop that was meant for the worker: see
+ * release_stop_signals.
  *
  * Request: one SOCK_SEQPACKET message of NUL-separated strings: the working directory, the
  * target numbers of the extra descriptors ("" or "5,7"), the sandbox ("-" for none), then
@@ -149,6 +151,25 @@ static void keep(const char *folder, char *sandbox, char **argv, int argc, int *
     _exit(0);
 }
 
+/* The runner starts each exec'd run, and each server, with the signals that stop the worker
+ * held (sandbox.py, stop_signals_held). Until its setsid() the child is still in the worker's
+ * process group: a stop sent to that group in that moment waits here, pending. It was meant
+ * for the worker, which stops its runs itself; it is dropped (setting a pending signal to
+ * SIG_IGN discards it), and the signals are the program's again. */
+static void release_stop_signals(void) {
+    static const int stops[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+    sigset_t held, release;
+    if (sigprocmask(SIG_SETMASK, NULL, &held) < 0) return;
+    sigemptyset(&release);
+    for (size_t i = 0; i < sizeof stops / sizeof stops[0]; i++) {
+        if (!sigismember(&held, stops[i])) continue;
+        struct sigaction ignore = {.sa_handler = SIG_IGN}, was;
+        if (sigaction(stops[i], &ignore, &was) == 0) sigaction(stops[i], &was, NULL);
+        sigaddset(&release, stops[i]);
+    }
+    sigprocmask(SIG_UNBLOCK, &release, NULL);
+}
+
 /* An exec'd run: the sandbox in SANDBOX, entered by the program SANDBOX_PROGRAM names. Programs
  * that exec it (setpriv, prlimit) pass the environment on untouched. */
 static void enter_named_sandbox(const char *argv0) {
@@ -167,6 +188,7 @@ static void enter_named_sandbox(const char *argv0) {
 int __libc_start_main(main_fn main_, int argc, char **argv, void (*init)(void), void (*fini)(void),
                       void (*rtld_fini)(void), void *stack_end) {
     start_fn start = (start_fn)dlsym(RTLD_NEXT, "__libc_start_main");
+    release_stop_signals();
     const char *control_env = getenv("FORKSERVER_FD");
     if (control_env == NULL) {
         enter_named_sandbox(argv[0]);

@@ -23,7 +23,7 @@ import threading
 from typing import ClassVar, TextIO
 
 from jobs_api.config import fence_on
-from workers.ffmpeg.sandbox import LIBRARY
+from workers.ffmpeg.sandbox import LIBRARY, stop_signals_held
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ class Forkserver:
         self.job: str | None = None  # whose runs it forks, once a job takes it
         self.program, self.runs, self.retired, self.owner = program, 0, False, os.getpid()
         self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        with theirs:
+        with theirs, stop_signals_held():
             self.process = subprocess.Popen(
                 [program, " " * self.TITLE_BYTES],
                 env={**os.environ, "LD_PRELOAD": str(self.LIBRARY), "FORKSERVER_FD": str(theirs.fileno())},

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 
 from workers.ffmpeg.forkserver import Forked, Forkserver
-from workers.ffmpeg.sandbox import FAILED_EXIT, LIBRARY, Sees, environment
+from workers.ffmpeg.sandbox import FAILED_EXIT, LIBRARY, Sees, environment, stop_signals_held
 
 log = logging.getLogger(__name__)
 
@@ -210,10 +210,12 @@ class _Process:
         try:
             server = Forkserver.of(args[0], sees.job)
             forked = server.start(args, stdin, self.stderr.fileno(), pass_fds, spec) if server else None
-            self.process = forked or subprocess.Popen(
-                [*DIE_WITH_PARENT, *args], stdin=stdin, stdout=subprocess.PIPE, stderr=self.stderr, pass_fds=pass_fds,
-                env=environment(spec, _program(args)), start_new_session=True, text=True, errors="replace",
-            )
+            with stop_signals_held():
+                self.process = forked or subprocess.Popen(
+                    [*DIE_WITH_PARENT, *args], stdin=stdin, stdout=subprocess.PIPE, stderr=self.stderr,
+                    pass_fds=pass_fds, env=environment(spec, _program(args)), start_new_session=True, text=True,
+                    errors="replace",
+                )
         except BaseException:
             self.stderr.close()
             raise

@@ -15,12 +15,16 @@ without Landlock, and nothing else turns it off.
 from __future__ import annotations
 
 import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 LIBRARY = Path(__file__).with_name("libpreload.so")  # built from forkserver.c and sandbox.c
 SWITCH = "FFMPEG_SANDBOX"
 FAILED_EXIT = 125  # sandbox.h's SANDBOX_FAILED: the run could not enter its sandbox
+STOP_SIGNALS = {signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM}  # forkserver.c's stops
 
 
 def espeak_data() -> Path:
@@ -53,10 +57,29 @@ class Sees:
 
 def environment(spec: str | None, program: str) -> dict[str, str]:
     """The environment of an exec'd run of `program` in the sandbox `spec` (Sees.spec): the
-    library preloaded, which enters it."""
+    library preloaded, which enters it. Without a sandbox the library is still preloaded where
+    it is built, for stop_signals_held."""
     if spec is None:
-        return dict(os.environ)
+        return {**os.environ, "LD_PRELOAD": str(LIBRARY)} if LIBRARY.exists() else dict(os.environ)
     return {**os.environ, "LD_PRELOAD": str(LIBRARY), "SANDBOX": spec, "SANDBOX_PROGRAM": program}
+
+
+@contextmanager
+def stop_signals_held() -> Iterator[None]:
+    """The signals that stop the worker, held in this thread while it starts a process with
+    the library preloaded. A child is in the worker's process group until its setsid(): a stop
+    sent to the group then (SIGTERM to the group, Ctrl-C) would kill the run with the worker's
+    stop, and the job would fail instead of going back to the queue. Held, the signal waits in
+    the child until the library drops it, before the program's main() (forkserver.c,
+    release_stop_signals); the worker gets its own copy once this thread lets go."""
+    if not LIBRARY.exists():  # nothing would let go of them in the child
+        yield
+        return
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 NOTHING = Sees()  # a run that reads and writes no file (ffprobe -version)
