@@ -24,6 +24,7 @@ from jobs_api.resources.files.routes import blp as files_blp
 from jobs_api.resources.health.routes import blp as health_blp
 from jobs_api.resources.info.routes import blp as info_blp
 from jobs_api.resources.jobs.routes import blp as jobs_blp
+from jobs_api.resources.page.routes import blp as page_blp
 from jobs_api.resources.presets.routes import blp as presets_blp
 from jobs_api.resources.usage.routes import blp as usage_blp
 from jobs_api.spec import DialectErrors, SecurityPlugin
@@ -95,6 +96,7 @@ def register_api(app: Flask) -> None:
         api.register_blueprint(blueprint)
     app.register_blueprint(health_blp)  # for operators: left out of the API docs
     app.register_blueprint(docs_blp)
+    app.register_blueprint(page_blp)  # the page at /, one more client of the API
     # The old PHP SDK sends presets without the /v2 prefix: same views, left out of the docs.
     app.register_blueprint(presets_blp, url_prefix="/presets", name="presets_unversioned")
 

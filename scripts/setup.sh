@@ -13,6 +13,7 @@ command -v pgrep >/dev/null || need_apt+=(procps)
 command -v cc >/dev/null && [ -e /usr/include/stdio.h ] || need_apt+=(gcc libc6-dev)  # workers/ffmpeg/*.c
 [ -e /usr/include/linux/landlock.h ] || need_apt+=(linux-libc-dev)  # workers/ffmpeg/sandbox.c
 [ "$for_tests" = no ] || command -v wrk >/dev/null || need_apt+=(wrk)  # load generator of bench/api_load.py
+[ "$for_tests" = no ] || command -v chromium >/dev/null || need_apt+=(chromium)  # tests/test_page.py
 if ! (command -v redis-cli >/dev/null && redis-cli -u "${REDIS_URL:-redis://127.0.0.1:6379/0}" ping >/dev/null 2>&1); then
     command -v redis-server >/dev/null || need_apt+=(redis-server)
 fi
