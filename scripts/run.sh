@@ -11,7 +11,8 @@ if [ ! -s var/first-key ]; then
 fi
 echo
 echo "API key (also in var/first-key): $(cat var/first-key)"
-echo "API: http://127.0.0.1:${PORT:-8000}/v2   (Ctrl-C stops the API and the worker)"
+base="http://127.0.0.1:${PORT:-8000}"
+echo "Page: $base/   API: $base/v2   Docs: $base/docs   (Ctrl-C stops the API and the worker)"
 echo
 .venv/bin/jobs-api worker &
 worker=$!
