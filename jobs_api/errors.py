@@ -89,9 +89,25 @@ class TooManyRequests(ServiceError):
         self.headers = {"Retry-After": str(max(1, retry_after))}
 
 
+# What other tools and APIs call some of our names, which no spelling brings near them.
+SYNONYMS = {
+    "frequency": ("samplerate", "sample_rate", "sampling_rate", "sr", "rate", "ar"),
+    "target_sr": ("samplerate", "sample_rate", "sampling_rate", "frequency", "rate"),
+    "audio_bitdepth": ("bit_depth", "bits", "bits_per_sample", "sample_fmt"),
+    "target_bit_depth": ("bitdepth", "bits", "audio_bitdepth"),
+    "audio_bitrate": ("bitrate", "bit_rate", "kbps", "ab"),
+    "audio_codec": ("codec", "acodec", "encoder"),
+    "channels": ("ac", "channel_count"),
+    "target_format": ("format", "target", "output_format"),
+}
+
+
 def did_you_mean(word: Any, choices: Iterable[str]) -> str:
-    """"did you mean 'm4a'? " for the choice nearest a misspelled `word`, or "" if none is near."""
+    """"did you mean 'm4a'? " for the choice nearest a misspelled `word` (or the one it is
+    another name for: samplerate is frequency), or "" if none is near."""
     if not isinstance(word, str):
         return ""
-    nearest = difflib.get_close_matches(word.strip().lower(), list(choices), n=1, cutoff=0.6)
+    word, choices = word.strip().lower(), list(choices)
+    nearest = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    nearest = nearest or [choice for choice in choices if word in SYNONYMS.get(choice, ())][:1]
     return f"did you mean {nearest[0]!r}? " if nearest else ""

@@ -21,6 +21,9 @@ def _job(client: Any, headers: dict[str, str], conversion: dict[str, Any]) -> An
     ({"target": "mp3", "options": {"audio_bitrte": 128}}, "conversion.0.options.audio_bitrte",
      "did you mean 'audio_bitrate'?"),
     ({"target": "mp3", "metadata": {"titel": "x"}}, "conversion.0.metadata.titel", "did you mean 'title'?"),
+    ({"target": "flac", "options": {"samplerate": 48000}}, "conversion.0.options.samplerate",
+     "did you mean 'frequency'?"),  # another name, not a misspelling
+    ({"target": "mp3", "options": {"bitrate": 192}}, "conversion.0.options.bitrate", "did you mean 'audio_bitrate'?"),
 ])
 def test_a_misspelled_name_gets_the_nearest_valid_one(client: Any, headers: dict[str, str],
                                                       conversion: dict[str, Any], field: str, meant: str) -> None:
@@ -40,6 +43,11 @@ def test_the_file_conversion_endpoint_refuses_a_field_it_does_not_read(client: A
     assert answer.status_code == 400
     error = answer.get_json()["error"]
     assert error.startswith("target_samplerate: unknown field; did you mean 'target_sr'?"), error
+    form = {**form, "sample_rate": "8000"}
+    del form["target_samplerate"]
+    answer = client.post("/api/public/v1/file_convert", headers={"Authorization": api_key},
+                         content_type="multipart/form-data", data=form)
+    assert answer.get_json()["error"].startswith("sample_rate: unknown field; did you mean 'target_sr'?")
 
 
 def test_a_path_without_v2_that_exists_under_v2_says_so(client: Any, headers: dict[str, str]) -> None:
