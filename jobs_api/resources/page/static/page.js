@@ -213,13 +213,20 @@ function upload(job, file, card) {
   });
 }
 
+// Polls the job until it ends. A poll the service could not answer (a restart, an outage:
+// 5xx or no answer) is tried again; the job goes on without the page.
 async function follow(job, card) {
   for (;;) {
-    job = await api("GET", `/v2/jobs/${encodeURIComponent(job.id)}`);
-    if (job.progress === null || job.progress === undefined) card.conversion.removeAttribute("value");
-    else card.conversion.value = job.progress;
-    card.status.textContent = `${job.status.code}: ${job.status.info}`;
-    if (ENDED.has(job.status.code)) return job;
+    try {
+      job = await api("GET", `/v2/jobs/${encodeURIComponent(job.id)}`);
+      if (job.progress === null || job.progress === undefined) card.conversion.removeAttribute("value");
+      else card.conversion.value = job.progress;
+      card.status.textContent = `${job.status.code}: ${job.status.info}`;
+      if (ENDED.has(job.status.code)) return job;
+    } catch (error) {
+      if (error instanceof ApiError && error.status < 500) throw error;
+      card.status.textContent = `Waiting for the service: ${error.message}`;
+    }
     await new Promise((resolve) => setTimeout(resolve, POLL_MS));
   }
 }
@@ -277,7 +284,7 @@ let shownJobs = "";
 function jobRow(job) {
   const targets = job.conversion.map((conversion) => conversion.target).join(", ");
   const progress = ENDED.has(job.status.code) || job.progress === null ? "" : ` ${job.progress}%`;
-  const named = job.input.length > 0 ? job.input[0].filename : job.id;
+  const named = (job.input.length > 0 && job.input[0].filename) || job.id;
   const remove = element("button", {type: "button", class: "quiet", text: "Delete",
     "aria-label": `Delete the job of ${named}`});
   remove.addEventListener("click", async () => {
