@@ -28,7 +28,7 @@ from jobs_api.resources.page.routes import blp as page_blp
 from jobs_api.resources.presets.routes import blp as presets_blp
 from jobs_api.resources.usage.routes import blp as usage_blp
 from jobs_api.spec import DialectErrors, SecurityPlugin
-from jobs_api.storage import Storage
+from jobs_api.storage import StorageUnavailable, storage_for
 from jobs_api.uploads import StreamingRequest
 from jobs_api.web import close_session
 
@@ -63,7 +63,7 @@ def register_settings(app: Flask, config: Config) -> None:
 
 
 def register_services(app: Flask, config: Config) -> None:
-    storage = Storage(config.storage_dir)
+    storage = storage_for(config.storage_dir, config.storage_url)
     storage.ensure()
     sessions = make_sessionmaker(make_engine(config.database_url))
     app.extensions["jobs_api"] = {
@@ -129,6 +129,12 @@ def register_error_handlers(app: Flask) -> None:
         log.error("Redis unreachable on %s %s: %s", request.method, request.path, error)
         return _answer(503, "The queue (Redis) cannot be reached; try again shortly.",
                        headers={"Retry-After": str(RETRY_AFTER_OUTAGE)})
+
+    @app.errorhandler(StorageUnavailable)
+    def storage_down(error: StorageUnavailable) -> Any:
+        log.error("storage unavailable on %s %s: %s", request.method, request.path, error)
+        return _answer(503, "The file storage (the S3 bucket) cannot be reached or refused the service; "
+                            "try again shortly.", headers={"Retry-After": str(RETRY_AFTER_OUTAGE)})
 
     @app.errorhandler(OperationalError)
     @app.errorhandler(InterfaceError)

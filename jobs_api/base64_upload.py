@@ -12,10 +12,10 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import IO, Protocol
+from typing import IO
 
 from jobs_api.errors import RequestInvalid
+from jobs_api.storage import Incoming
 
 CHUNK = 256 * 1024
 MAX_NAME_BYTES = 4096  # a filename or a key, as JSON text
@@ -23,17 +23,6 @@ MAX_DATA_PREFIX = 1024  # "data:<media type>;base64," before a data: URI's conte
 NOT_SPACE = re.compile(rb"[^ \t\r\n]")
 STRING_STOP = re.compile(rb'"|\\[^/]')  # a string's end, or an escape but \/
 BASE64_RUN = re.compile(rb"([A-Za-z0-9+/]*)(=*)")
-
-
-class Incoming(Protocol):
-    """A file being received (jobs_api.uploads.IncomingFile)."""
-
-    path: Path
-
-    @property
-    def sha256(self) -> str: ...
-    def write(self, data: bytes) -> int: ...
-    def close(self) -> None: ...
 
 
 @dataclass

@@ -53,6 +53,7 @@ class Config:
     database_url: str = "sqlite:///var/jobs.db"
     redis_url: str = "redis://127.0.0.1:6379/0"
     storage_dir: Path = Path("var/storage")
+    storage_url: str = ""  # s3://BUCKET/PREFIX: inputs and outputs in that bucket (jobs_api/bucket.py)
     # Base of job.server and output.uri; what clients reach this service at.
     public_url: str = "http://127.0.0.1:8000"
     # Hosts or networks exempt from the private-address block (tests, intranets).
@@ -103,6 +104,7 @@ class Config:
             database_url=os.environ.get("DATABASE_URL", defaults.database_url),
             redis_url=os.environ.get("REDIS_URL", defaults.redis_url),
             storage_dir=Path(os.environ.get("STORAGE_DIR", str(defaults.storage_dir))),
+            storage_url=os.environ.get("STORAGE_URL", defaults.storage_url).strip(),
             # Unset, it follows PORT: changing the port alone keeps job.server and download links right.
             public_url=os.environ.get("PUBLIC_URL", f"http://127.0.0.1:{os.environ.get('PORT') or 8000}").rstrip("/"),
             outbound_allow=_env_list("OUTBOUND_ALLOW"),

@@ -58,6 +58,8 @@ class Readiness:
 
     def report(self) -> dict[str, Any]:
         checks = [self.database(), self.queue(), self.workers(), self.storage_room(), self.probe()]
+        if not self.storage.shared_disk:
+            checks.append(_timed("bucket:responseTime", self.storage.shelf.check))
         statuses = {check.status for check in checks}
         status = FAIL if FAIL in statuses else WARN if WARN in statuses else PASS
         return {"status": status, "description": "audio conversion jobs (api2convert v2 compatible)",

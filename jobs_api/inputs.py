@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import binascii
 import mimetypes
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
@@ -14,7 +13,7 @@ from sqlalchemy.orm import Session
 from jobs_api.errors import RequestInvalid
 from jobs_api.models import InputFile, Job
 from jobs_api.outbound import is_http_url
-from jobs_api.storage import Storage, remove_quietly, sha256_file
+from jobs_api.storage import Incoming, Storage
 
 INPUT_TYPES = ("remote", "upload", "base64", "input_id")
 
@@ -58,19 +57,23 @@ class InputFiles:
 
     def _add_base64(self, job: Job, content: str, filename: Any, path: str) -> InputFile:
         data = decode_base64(content, f"{path}source")
-        with self.storage.incoming_file() as handle:
-            handle.write(data)
-        name = filename if isinstance(filename, str) else None
-        return self.adopt(job, Path(handle.name), name, None, "base64")
+        received = self.storage.incoming_file()
+        try:
+            received.write(data)
+            received.close()
+            name = filename if isinstance(filename, str) else None
+            return self.adopt(job, received, name, None, "base64")
+        finally:
+            received.discard()  # unless adopted
 
-    def adopt(self, job: Job, path: Path, filename: str | None, content_type: str | None,
-                    kind: str, checksum: str | None = None) -> InputFile:
-        """Move a received file into storage as a new ready input of `job`."""
+    def adopt(self, job: Job, received: Incoming, filename: str | None, content_type: str | None,
+              kind: str) -> InputFile:
+        """Keep a received file as a new ready input of `job`."""
         name = display_name(filename or "") or "file"
         item = InputFile(
-            type=kind, source=name, status="ready", filename=name, size=path.stat().st_size,
-            checksum=checksum or sha256_file(path), content_type=_content_type(content_type, name),
-            storage_key=self.storage.adopt_input(path), position=len(job.inputs),
+            type=kind, source=name, status="ready", filename=name, size=received.size,
+            checksum=received.sha256, content_type=_content_type(content_type, name),
+            storage_key=self.storage.adopt_input(received), position=len(job.inputs),
         )
         job.inputs.append(item)
         return item
@@ -79,7 +82,7 @@ class InputFiles:
         earlier = self.session.get(InputFile, input_id)
         if earlier is None or earlier.job.api_key_id != job.api_key_id:
             raise RequestInvalid("Unknown input.", {f"{path}source": ["no input with this id"]})
-        if earlier.storage_key is None or not self.storage.input_path(earlier.storage_key).exists():
+        if earlier.storage_key is None or not self.storage.has_input(earlier.storage_key):
             raise RequestInvalid("Input not available.", {f"{path}source": ["that input has no file (any more)"]})
         item = InputFile(
             type="input_id", source=input_id, status="ready", filename=earlier.filename,
@@ -99,7 +102,7 @@ class InputFiles:
             select(func.count()).select_from(InputFile).where(InputFile.storage_key == key)
         )
         if not still_used:
-            remove_quietly(self.storage.input_path(key))
+            self.storage.remove_input(key)
 
 
 def decode_base64(content: str, field: str) -> bytes:

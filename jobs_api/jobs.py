@@ -37,7 +37,7 @@ from jobs_api.models import (
 from jobs_api.presets import PresetService, validate_with_preset
 from jobs_api.queue import PROCESS_JOB
 from jobs_api.security import download_passwords, hash_passwords, new_token
-from jobs_api.storage import Storage, remove_quietly
+from jobs_api.storage import Incoming, Storage
 
 PAGE_SIZE = 50
 EDITABLE = (JobStatus.INCOMPLETE, JobStatus.READY)
@@ -246,21 +246,20 @@ class JobService:
         job.inputs.remove(item)
         self._settle(job)
 
-    def accept_file(self, job: Job, path: Path, filename: str | None, content_type: str | None,
-                    kind: str = "upload", checksum: str | None = None) -> InputFile:
-        """Adopt a received file (with its sha256 if it was hashed on arrival) as a new input
-        of `job`, and start the job if it is due."""
-        self.require_uploadable(job, path)
-        item = self.inputs.adopt(job, path, filename, content_type, kind, checksum)
+    def accept_file(self, job: Job, received: Incoming, filename: str | None, content_type: str | None,
+                    kind: str = "upload") -> InputFile:
+        """Adopt a received file as a new input of `job`, and start the job if it is due."""
+        self.require_uploadable(job, received)
+        item = self.inputs.adopt(job, received, filename, content_type, kind)
         self._settle(job)
         return item
 
-    def require_uploadable(self, job: Job, received: Path | None = None) -> None:
+    def require_uploadable(self, job: Job, received: Incoming | None = None) -> None:
         """409 unless files can still be added to the job (checked before an upload is read too);
         a file `received` for it is removed then."""
         if job.status not in (JobStatus.INCOMPLETE.value, JobStatus.READY.value):
             if received is not None:
-                remove_quietly(received)
+                received.discard()
             raise WrongState(f"The job is {job.status}; files can only be added before it starts.")
 
     def update_outputs(self, outputs: list[OutputFile], body: dict[str, Any]) -> list[OutputFile]:
@@ -337,7 +336,7 @@ class JobService:
             raise WrongState(f"The job is {job.status}; it can no longer be changed.")
 
     def _remove_output(self, output: OutputFile) -> None:
-        remove_quietly(self.storage.output_path(output.storage_key))
+        self.storage.remove_output(output.storage_key)
         output.job.outputs.remove(output)
 
 

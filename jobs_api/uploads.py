@@ -1,24 +1,22 @@
-"""Uploads: multipart file parts streamed straight onto the storage filesystem as they arrive,
-hashed on the way, so an upload is never held whole in memory and adopting it is a rename."""
+"""Uploads: multipart file parts streamed straight onto the storage's shelf as they arrive
+(jobs_api/storage.py's Incoming), hashed on the way, so an upload is never held whole in memory."""
 from __future__ import annotations
 
-import hashlib
 import io
-from pathlib import Path
 from typing import IO, Any, cast
 
 from flask import Request, request
 from werkzeug.datastructures import FileStorage
 
 from jobs_api.gunicorn_body import SocketBody
-from jobs_api.storage import remove_quietly
+from jobs_api.storage import Incoming
 from jobs_api.web import storage
 
 
 class StreamingRequest(Request):
-    """Multipart file parts are written to the storage's incoming folder as they arrive,
-    so an upload is never held whole in memory and adopting it is a rename. Each is
-    hashed on the way (see `IncomingFile`), so nobody reads it back to checksum it."""
+    """Multipart file parts are written onto the storage's shelf as they arrive, so an upload
+    is never held whole in memory. Each is hashed on the way (`Incoming`), so nobody reads it
+    back to checksum it."""
 
     def __init__(self, environ: dict[str, Any], *args: Any, **kwargs: Any) -> None:
         super().__init__(environ, *args, **kwargs)
@@ -35,27 +33,27 @@ class StreamingRequest(Request):
         handle = self.new_incoming_file()
         on_file = self.environ.pop(ON_FILE, None)  # for the first file part only
         if on_file is not None:
-            on_file(handle.path)
+            on_file(handle)
         return handle  # type: ignore[return-value]  # the parser only writes, seeks and closes
 
-    def new_incoming_file(self) -> IncomingFile:
-        """A file on the storage filesystem for part of this request, removed after it unless adopted."""
-        handle = IncomingFile(storage().incoming_file())
-        self.incoming_paths.append(handle.path)
+    def new_incoming_file(self) -> Incoming:
+        """A file for part of this request, removed after it unless adopted."""
+        handle = storage().incoming_file()
+        self.incoming.append(handle)
         return handle
 
     @property
-    def incoming_paths(self) -> list[Path]:
-        paths = self.environ.setdefault("jobs_api.incoming", [])
-        return paths  # type: ignore[no-any-return]
+    def incoming(self) -> list[Incoming]:
+        received = self.environ.setdefault("jobs_api.incoming", [])
+        return received  # type: ignore[no-any-return]
 
     def remove_incoming(self) -> None:
-        for path in self.incoming_paths:
-            remove_quietly(path)  # adopted files were renamed away already
+        for handle in self.incoming:
+            handle.discard()  # adopted ones stay
 
 
 BODY_READ_SIZE = 1024 * 1024
-ON_FILE = "jobs_api.on_file"  # environ: called with the path of the first file part as it begins
+ON_FILE = "jobs_api.on_file"  # environ: called with the first file part's Incoming as it begins
 
 
 class _BodyReader(io.RawIOBase):
@@ -74,34 +72,13 @@ class _BodyReader(io.RawIOBase):
         return len(data)
 
 
-class IncomingFile:
-    """An upload being received: written front to back, hashed as it is written."""
-
-    def __init__(self, handle: IO[bytes]) -> None:
-        self.handle, self.path, self.digest = handle, Path(handle.name), hashlib.sha256()
-
-    def write(self, data: bytes) -> int:
-        self.digest.update(data)
-        return self.handle.write(data)
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self.handle.seek(offset, whence)
-
-    def close(self) -> None:
-        self.handle.close()
-
-    @property
-    def sha256(self) -> str:
-        return self.digest.hexdigest()
-
-
-def incoming_file() -> IncomingFile:
+def incoming_file() -> Incoming:
     """A new file for the current request's body, removed after it unless adopted."""
     return cast(StreamingRequest, request).new_incoming_file()
 
 
-def received_file(upload: FileStorage) -> IncomingFile:
-    """The file StreamingRequest wrote a multipart file part to, closed: its path and sha256."""
-    received: IncomingFile = upload.stream  # type: ignore[assignment]
+def received_file(upload: FileStorage) -> Incoming:
+    """The file StreamingRequest wrote a multipart file part to, whole: its size and sha256."""
+    received: Incoming = upload.stream  # type: ignore[assignment]
     received.close()
     return received

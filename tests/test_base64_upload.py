@@ -16,7 +16,7 @@ import pytest
 
 from jobs_api.base64_upload import Base64Upload
 from jobs_api.errors import RequestInvalid
-from jobs_api.uploads import IncomingFile
+from jobs_api.storage import IncomingFile
 
 
 class Trickle(io.RawIOBase):
@@ -38,7 +38,7 @@ def _read(body: bytes, tmp_path: Path, seed: int = 0) -> list[tuple[bytes, str, 
     made: list[IncomingFile] = []
 
     def new_file() -> IncomingFile:
-        made.append(IncomingFile((tmp_path / f"in-{len(made)}").open("wb")))
+        made.append(IncomingFile(tmp_path))
         return made[-1]
 
     files = Base64Upload(Trickle(body, seed), new_file).files()

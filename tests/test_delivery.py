@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_audio, probe, run_worker
+from conftest import make_audio, probe, run_worker, stored
 from sqlalchemy import update
 
 from jobs_api.db import make_engine, make_sessionmaker
@@ -264,13 +264,13 @@ def test_the_sweeper_expires_outputs_past_their_ttl(client: Any, config: Any, he
                                                     tones: list[Path]) -> None:
     job = run(client, config, headers, tones[:1], [{"target": "flac"}])
     output = job["output"][0]
-    before = len(list((config.storage_dir / "outputs").iterdir()))
+    before = len(stored(config, "outputs"))
     assert fetch(client, output).status_code == 200
     age(config, OutputFile, output["id"], created_at=utcnow() - timedelta(seconds=config.output_ttl_seconds + 5))
     sweep(config)
     after = client.get(f"/v2/jobs/{job['id']}/output/{output['id']}", headers=headers).get_json()
     assert after["status"] == "expired"
-    assert len(list((config.storage_dir / "outputs").iterdir())) == before - 1
+    assert len(stored(config, "outputs")) == before - 1
     gone = fetch(client, output)
     assert gone.status_code == 410 and "expired" in gone.get_json()["message"]
 

@@ -12,7 +12,7 @@ import pytest
 import requests
 from api2convert import Api2Convert
 from api2convert.errors import SignatureVerificationError
-from conftest import LiveService, Receiver, create_key, probe, start_service
+from conftest import LiveService, Receiver, create_key, probe, start_service, stored
 
 from jobs_api.cli import migrate
 from jobs_api.models import utcnow
@@ -73,6 +73,7 @@ def short_lived(live: LiveService, tmp_path_factory: pytest.TempPathFactory) -> 
     root = tmp_path_factory.mktemp("short-lived")
     settings = live.settings.replace(
         database_url=f"sqlite:///{root}/jobs.db", storage_dir=root / "storage", queue_name="test-short-lived",
+        storage_url=live.settings.storage_url and f"{live.settings.storage_url}-short-lived",
         output_ttl_seconds=3, sweep_interval_seconds=1, max_jobs_per_minute=3)
     migrate(settings)
     service = start_service(settings, root)
@@ -86,8 +87,7 @@ def test_the_scheduled_sweeper_expires_outputs(short_lived: LiveService, wav_fil
     result = client.convert(str(wav_file), "ogg")
     output = result.output()
     assert requests.get(output.uri, timeout=10).status_code == 200
-    stored = short_lived.settings.storage_dir / "outputs"
-    assert len(list(stored.iterdir())) == 1
+    assert len(stored(short_lived.settings, "outputs")) == 1
     deadline = time.monotonic() + 20
     status = ""
     while time.monotonic() < deadline and status != "expired":  # nobody calls the sweeper: the worker does
@@ -96,7 +96,7 @@ def test_the_scheduled_sweeper_expires_outputs(short_lived: LiveService, wav_fil
     assert status == "expired"
     gone = requests.get(output.uri, timeout=10)
     assert gone.status_code == 410 and gone.json()["code"] == 410
-    assert not list(stored.iterdir())  # the file is deleted, not only hidden
+    assert stored(short_lived.settings, "outputs") == {}  # the file is deleted, not only hidden
 
 
 def test_429_carries_retry_after_over_http(short_lived: LiveService) -> None:

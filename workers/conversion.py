@@ -47,8 +47,8 @@ def convert_input(run: ConversionRun, conversion: Conversion, options: dict[str,
                   item: InputFile) -> list[Result]:
     """Convert every audio stream of one input."""
     target = catalog.TARGETS[conversion.target]
-    step = Step(conversion, options, item, run.services.storage.input_path(item.storage_key or ""),
-                catalog.ignored_options(target, options, conversion.metadata_))
+    source = run.services.storage.readable_input(item.storage_key or "", run.work)
+    step = Step(conversion, options, item, source, catalog.ignored_options(target, options, conversion.metadata_))
     # What claims to be text is probed first: a WAV sent as text/plain is audio, not text to speak.
     streams = _audio_streams(run, step.source) if speech.is_text(item) else None
     if speech.is_text(item) and streams is None:

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from jobs_api import catalog
 from jobs_api.inputs import display_name
 from jobs_api.models import Conversion, OutputFile
-from jobs_api.storage import Storage, remove_quietly, sha256_file
+from jobs_api.storage import Storage, sha256_file
 from workers.outage import surviving_outage
 from workers.problems import Failure, JobProblem
 
@@ -80,6 +80,6 @@ def discard(storage: Storage, session: Session, job_id: str) -> None:
     """Remove a canceled job's outputs: their files and their rows."""
     session.expire_all()
     for output in session.scalars(select(OutputFile).where(OutputFile.job_id == job_id)):
-        remove_quietly(storage.output_path(output.storage_key))
+        storage.remove_output(output.storage_key)
         session.delete(output)
     session.commit()

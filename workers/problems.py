@@ -73,6 +73,7 @@ class Failure(Enum):
     TRUNCATED = "fewer seconds decoded than planned"
     NO_OUTPUT = "no output"
     INTERNAL = "unexpected error"
+    STORAGE = "file storage unavailable"
     WORKER_GONE = "running past the job deadline"
     WORKER_LOST = "worker lost in every attempt"
 
@@ -118,6 +119,9 @@ FAILURES: dict[Failure, tuple[ErrorCode, str]] = {
         "The input is truncated or damaged: only {written:.2f} s of {expected:.2f} s could be decoded."),
     Failure.NO_OUTPUT: (ErrorCode.NO_OUTPUT, "The job produced no output."),
     Failure.INTERNAL: (ErrorCode.CONVERSION_FAILED, "An internal error stopped the conversion. Please try again."),
+    Failure.STORAGE: (
+        ErrorCode.CONVERSION_FAILED, "The service's file storage (its S3 bucket) could not be reached or refused "
+                                     "the service: a fault of the service, not of the input. Please try again later."),
     Failure.WORKER_GONE: (
         ErrorCode.STUCK, "The job did not finish within {limit} s (its worker may have stopped); "
                          "please submit it again."),

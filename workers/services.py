@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from jobs_api.config import Config
 from jobs_api.db import make_engine, make_sessionmaker
-from jobs_api.storage import Storage
+from jobs_api.storage import Storage, storage_for
 from workers.ffmpeg.plan import Limits
 
 
@@ -27,6 +27,6 @@ class Services:
 def worker_services() -> Services:
     """Built on first use inside the process that runs tasks, from the environment."""
     config = Config.from_env()
-    storage = Storage(config.storage_dir)
+    storage = storage_for(config.storage_dir, config.storage_url)
     storage.ensure()
     return Services(config, make_sessionmaker(make_engine(config.database_url)), storage)

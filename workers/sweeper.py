@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from redis import Redis
@@ -69,7 +69,7 @@ def _expire_outputs(services: Services, session: Session) -> int:
     outputs = session.scalars(
         select(OutputFile).where(OutputFile.status == "enabled", OutputFile.created_at <= limit)).all()
     for output in outputs:
-        remove_quietly(services.storage.output_path(output.storage_key))
+        services.storage.remove_output(output.storage_key)
         output.status = "expired"
     session.commit()
     return len(outputs)
@@ -91,7 +91,7 @@ def _delete_old_inputs(services: Services, session: Session) -> int:
     for item in items:
         item.storage_key = None
     for key in keys:
-        remove_quietly(services.storage.input_path(key))
+        services.storage.remove_input(key)
     session.commit()
     return len(keys)
 
@@ -180,6 +180,8 @@ def _remove_strays(services: Services, session: Session) -> int:
         if now - _mtime(path) > STRAY_AFTER_SECONDS:
             remove_quietly(path)
             removed += 1
+    moment = datetime.now(UTC) - timedelta(seconds=STRAY_AFTER_SECONDS)
+    removed += services.storage.shelf.abort_uploads_begun_before(moment)  # into a bucket, by a process since gone
     return removed
 
 

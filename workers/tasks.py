@@ -13,6 +13,7 @@ from jobs_api.lifecycle import take
 from jobs_api.logs import one_line
 from jobs_api.models import WITH_SPEC, Job, JobStatus
 from jobs_api.queue import PROCESS_JOB, queue_for, rq_job_id
+from jobs_api.storage import StorageUnavailable
 from workers import outputs
 from workers.conversion import plan_for
 from workers.delivery import Attempt, announce, deliver
@@ -81,15 +82,23 @@ def _run(services: Services, session: Session, job: Job, started: float) -> str:
         rollback(session)
         wait_for_database(services.sessions)
         return queue_again(services, session, job, info=DATABASE_WENT_AWAY)
+    except StorageUnavailable as exc:
+        log.error("job %s: %s", job.id, exc)
+        return _fail(services, session, job, JobProblem(Failure.STORAGE), started)
     except Exception:
         # Unexpected: the job fails with a generic message; details go to the log
         # (and to RQ's failed registry when we re-raise).
-        session.rollback()
-        fail(session, job.id, "job", job.id, JobProblem(Failure.INTERNAL))
-        session.commit()
-        announce(services, session, job.id, last=True)
-        _log_outcome(job, "failed", started)
+        _fail(services, session, job, JobProblem(Failure.INTERNAL), started)
         raise
+
+
+def _fail(services: Services, session: Session, job: Job, problem: JobProblem, started: float) -> str:
+    session.rollback()
+    fail(session, job.id, "job", job.id, problem)
+    session.commit()
+    announce(services, session, job.id, last=True)
+    _log_outcome(job, "failed", started)
+    return "failed"
 
 
 def _log_outcome(job: Job, outcome: str, started: float) -> None:

@@ -6,7 +6,7 @@ Same jobs, queue, worker and limits as `/v2`; only the wire shapes differ, error
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+import uuid
 from typing import Any
 
 from flask import request
@@ -17,8 +17,9 @@ from sqlalchemy import select
 from jobs_api import file_conversion
 from jobs_api.errors import NotFound, Unavailable
 from jobs_api.models import Conversion, Job, JobStatus
+from jobs_api.storage import Incoming, IncomingFile
 from jobs_api.uploads import received_file
-from jobs_api.web import Blueprint, api_key_id, config, service, session
+from jobs_api.web import Blueprint, api_key_id, config, service, session, storage
 from workers.ffmpeg import probe, runner
 
 log = logging.getLogger(__name__)
@@ -74,10 +75,15 @@ class FileConversionOut(Schema):
     conversion = fields.Nested(FileConversionStatus)
 
 
-def _require_audio(path: Path) -> None:
-    """This dialect refuses an unreadable upload at once (400), where /v2 fails the job later."""
+def _require_audio(received: Incoming) -> None:
+    """This dialect refuses an unreadable upload at once (400), where /v2 fails the job later.
+    An upload that went to a bucket is probed on a copy, in a scratch folder removed at once."""
     try:
-        probe.probe(path)
+        if isinstance(received, IncomingFile):
+            probe.probe(received.path)
+        else:
+            with storage().work_dir(str(uuid.uuid4())) as scratch:
+                probe.probe(storage().readable_input(received.key, scratch))
     except runner.SandboxFailed as exc:
         log.error("the File Conversion probe: %s", exc)
         raise Unavailable("The service cannot read uploads safely right now (its sandbox failed).") from None
@@ -119,11 +125,11 @@ class FileConvert(MethodView):
         jobs = service()
         if upload is not None and has_file:
             received = received_file(upload)
-            if received.path.stat().st_size == 0:
+            if received.size == 0:
                 raise file_conversion.FieldInvalid("audio_file", "the file is empty")
-            _require_audio(received.path)
+            _require_audio(received)
             job = jobs.create(key_id, body, dialect=file_conversion.DIALECT)
-            jobs.accept_file(job, received.path, upload.filename, upload.content_type, checksum=received.sha256)
+            jobs.accept_file(job, received, upload.filename, upload.content_type)
         else:
             job = jobs.create(key_id, body, dialect=file_conversion.DIALECT)
         return {"success": True, "task_id": job.id, "conversion_id": job.conversions[0].id,

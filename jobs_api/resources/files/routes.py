@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import base64
+import io
 import logging
 from collections.abc import Iterator
 from datetime import timedelta
 from functools import partial
-from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import quote
 
 from flask import Response, request, send_file
@@ -15,6 +15,7 @@ from flask.views import MethodView
 from marshmallow import Schema, fields
 from redis.exceptions import RedisError
 from sqlalchemy import update
+from werkzeug.wsgi import FileWrapper
 
 from jobs_api.base64_upload import Base64Upload
 from jobs_api.errors import Gone, NotAllowed, NotFound, RequestInvalid
@@ -23,6 +24,7 @@ from jobs_api.models import Job, OutputFile, utcnow
 from jobs_api.queue import CONVERT_ARRIVING, enqueue, redis_for
 from jobs_api.representation import InputOut, aware
 from jobs_api.security import password_matches
+from jobs_api.storage import Incoming, IncomingFile
 from jobs_api.throttle import PasswordFailures
 from jobs_api.uploads import ON_FILE, incoming_file, received_file
 from jobs_api.web import Blueprint, config, load_job, service, session, storage
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 blp = Blueprint("files", __name__, url_prefix="/v2/dl", description="Uploads and downloads")
 
 BASE64_CHUNK = 3 * 256 * 1024  # a multiple of 3, so chunks encode without padding
+OBJECT_READ_SIZE = 256 * 1024  # what a download from a bucket reads at a time
 PASSWORD_HEADERS = ("X-Api2convert-Download-Password", "X-Oc-Download-Password")
 PASSWORD_COOKIE = "x-oc-download-password"
 MAX_CANDIDATES = 5
@@ -64,17 +67,15 @@ class UploadFile(MethodView):
         job = load_job(job_id, upload=True)  # before the body is read: no bytes for a job you cannot see
         service().require_uploadable(job)  # nor for one that takes no more files
         _require_slot_if_starting(job)
-        if config().convert_while_uploading and job.status in EDITABLE and not job.inputs and len(job.conversions) == 1:
+        if _converts_while_arriving(job):
             request.environ[ON_FILE] = partial(_convert_while_arriving, job.id)
         upload = request.files.get("file")
         if upload is None or not upload.filename and not upload.stream:
             raise RequestInvalid("No file sent.", {"file": ["a multipart field named file is required"]})
         received = received_file(upload)
-        if received.path.stat().st_size == 0:
+        if received.size == 0:
             raise RequestInvalid("The uploaded file is empty.", {"file": ["the file has no content"]})
-        item = service().accept_file(job, received.path, upload.filename, upload.content_type,
-                                     checksum=received.sha256)
-        return item
+        return service().accept_file(job, received, upload.filename, upload.content_type)
 
 
 @blp.route("/upload-base64/<job_id>")
@@ -88,8 +89,7 @@ class UploadBase64(MethodView):
         service().require_uploadable(job)
         _require_slot_if_starting(job)
         files = Base64Upload(request.stream, incoming_file).files()
-        return [service().accept_file(job, item.incoming.path, item.filename, None, kind="base64",
-                                      checksum=item.incoming.sha256) for item in files]
+        return [service().accept_file(job, item.incoming, item.filename, None, kind="base64") for item in files]
 
 
 def _require_slot_if_starting(job: Job) -> None:
@@ -98,11 +98,19 @@ def _require_slot_if_starting(job: Job) -> None:
         service().limits.require_slot(job.api_key_id)
 
 
-def _convert_while_arriving(job_id: str, path: Path) -> None:
+def _converts_while_arriving(job: Job) -> bool:
+    """Whether the upload's conversion starts as it arrives: a worker reads the file as the API
+    writes it, so both must see the same disk (not with a bucket: the upload goes straight up)."""
+    return (config().convert_while_uploading and storage().shared_disk and job.status in EDITABLE
+            and not job.inputs and len(job.conversions) == 1)
+
+
+def _convert_while_arriving(job_id: str, incoming: Incoming) -> None:
     """Queue the conversion of this upload as it arrives (workers/upload_conversion.py); only a speed-up,
     so a queue that cannot take it does not fail the upload."""
+    assert isinstance(incoming, IncomingFile)
     try:
-        enqueue(config(), CONVERT_ARRIVING, job_id, path.name)
+        enqueue(config(), CONVERT_ARRIVING, job_id, incoming.path.name)
     except RedisError:
         log.warning("could not queue the early conversion of job %s", job_id, exc_info=True)
 
@@ -121,9 +129,10 @@ def download(output_id: str) -> Response:
     if output.status == "expired" or created + timedelta(seconds=config().output_ttl_seconds) <= utcnow():
         raise Gone("This output has expired and its file was deleted.")
     _require_password(output)
-    path = storage().output_path(output.storage_key)
-    if not path.exists():
+    opened = storage().open_output(output.storage_key)
+    if opened is None:
         raise NotFound("Output not found.")
+    reader, size = opened
     if request.method == "GET" and not request.headers.get("Range"):
         session().execute(
             update(OutputFile).where(OutputFile.id == output.id)
@@ -131,12 +140,18 @@ def download(output_id: str) -> Response:
         )
         session().commit()
     if request.args.get("encoding") == "base64":
-        size = path.stat().st_size
-        response = Response(_base64_chunks(path), mimetype="text/plain")
+        response = Response(_base64_chunks(reader), mimetype="text/plain")
         response.content_length = 4 * ((size + 2) // 3)
-    else:
-        response = send_file(path, mimetype=output.content_type, conditional=True,
-                             etag=output.checksum, max_age=0)
+    elif isinstance(reader, io.BufferedReader):  # a file on disk: sent by name, so the server may use sendfile()
+        reader.close()
+        response = send_file(reader.name, mimetype=output.content_type, conditional=True, etag=output.checksum,
+                             max_age=0)
+    else:  # ranges are sought to, not read through
+        response = Response(FileWrapper(reader, OBJECT_READ_SIZE), mimetype=output.content_type,
+                            direct_passthrough=True)
+        response.content_length, response.cache_control.max_age = size, 0
+        response.set_etag(output.checksum)
+        response.make_conditional(request.environ, accept_ranges=True, complete_length=size)  # in place
     response.headers["Content-Disposition"] = content_disposition(output.filename)
     return response
 
@@ -160,9 +175,9 @@ def _require_password(output: OutputFile) -> None:
     failures.give_back(address)
 
 
-def _base64_chunks(path: Path) -> Iterator[bytes]:
-    with path.open("rb") as handle:
-        while chunk := handle.read(BASE64_CHUNK):
+def _base64_chunks(reader: IO[bytes]) -> Iterator[bytes]:
+    with reader:
+        while chunk := reader.read(BASE64_CHUNK):
             yield base64.b64encode(chunk)
 
 
