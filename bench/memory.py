@@ -23,6 +23,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import Service, generate, parser, report, service, worker_plan  # noqa: E402
+from bench.s3_server import S3Server  # noqa: E402
 from workers.ffmpeg.commands import convert_args  # noqa: E402
 
 MB = 1024 * 1024
@@ -138,6 +139,49 @@ def download(running: Service, job: dict[str, Any]) -> int:
     return api_growth(running, lambda: subprocess.run(command, check=True))
 
 
+def in_bucket(small: Path, big: Path) -> tuple[int, int, int]:
+    """With STORAGE_URL (an S3 server started here): the API's RSS growth while the big file is
+    uploaded and its output downloaded, and the most its scratch folder held meanwhile."""
+    server = S3Server()
+    try:
+        env = {**server.env, "STORAGE_URL": f"s3://{server.new_bucket('bench')}/files"}
+        with service(workers=1, env=env) as running:
+            convert(running, small, "wav")  # warm-up
+            scratch = DiskWatch(running.root / "storage", skip="work")  # work/: the worker's copy
+            job, up, _worker, _ffmpeg = convert(running, big, "wav")
+            down = download(running, job)
+            return up, down, scratch.stop()
+    finally:
+        server.stop()
+
+
+class DiskWatch:
+    """The most the files under `folder` (but its folder `skip`) held together, read every 50 ms
+    until stopped."""
+
+    def __init__(self, folder: Path, skip: str) -> None:
+        self.folder, self.skip, self.peak, self.done = folder, skip, 0, threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+
+    def _watch(self) -> None:
+        while not self.done.wait(0.05):
+            sizes = []
+            for path in self.folder.rglob("*"):
+                if path.relative_to(self.folder).parts[0] == self.skip:
+                    continue
+                try:
+                    sizes.append(path.stat().st_size if path.is_file() else 0)
+                except FileNotFoundError:
+                    pass  # gone meanwhile
+            self.peak = max(self.peak, sum(sizes))
+
+    def stop(self) -> int:
+        self.done.set()
+        self.thread.join()
+        return self.peak
+
+
 def raw_ffmpeg_peak(source: Path, out: Path) -> int:
     """Peak RSS of raw ffmpeg running the worker's command, from GNU time's %M (KiB)."""
     plan, limits = worker_plan(source, "wav", {})
@@ -159,6 +203,7 @@ def main() -> None:
             small_down = download(running, small_job)
             big_job, big_up, big_worker, big_ffmpeg = convert(running, big, "wav")
             big_down = download(running, big_job)
+        bucket_up, bucket_down, bucket_disk = in_bucket(small, big)
         raw = raw_ffmpeg_peak(big, folder / "raw.wav")
         size_mb = big.stat().st_size / MB
     rows = [
@@ -166,6 +211,12 @@ def main() -> None:
          big_up / MB / size_mb, "< 100 MB"),
         ("API download", "peak RSS growth MB", small_down / MB, big_down / MB,
          f"file {big_job['output'][0]['size'] / MB:.0f} MB", big_down / big_job["output"][0]["size"], "< 100 MB"),
+        ("API upload, files in a bucket", "peak RSS growth MB", "", bucket_up / MB, f"file {size_mb:.0f} MB",
+         bucket_up / MB / size_mb, "< 100 MB"),
+        ("API download, files in a bucket", "peak RSS growth MB", "", bucket_down / MB,
+         f"file {big_job['output'][0]['size'] / MB:.0f} MB", bucket_down / big_job["output"][0]["size"], "< 100 MB"),
+        ("API scratch disk, files in a bucket", "peak MB", "", bucket_disk / MB, f"file {size_mb:.0f} MB",
+         bucket_disk / MB / size_mb, "none"),
         ("worker process", "peak RSS MB", small_worker / MB, big_worker / MB, "the 5 s clip",
          big_worker / small_worker, "no growth"),
         ("its ffmpeg", "peak RSS MB", f">= {small_ffmpeg / MB:.3f}" if small_ffmpeg else "ended unread",
