@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -67,7 +68,9 @@ class S3Server:
                 time.sleep(0.2)
 
     def stop(self) -> None:
+        """Its data is thrown away, so nothing is waited for: a SIGTERM may take weed mini's
+        components longer than 20 s to finish."""
         if self.process.poll() is None:
-            os.killpg(self.process.pid, 15)
+            os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=20)
         shutil.rmtree(self.folder, ignore_errors=True)
