@@ -139,7 +139,10 @@ class IncomingObject(Incoming):
     def _write(self, data: bytes) -> None:
         self.buffer += data
         while len(self.buffer) >= PART_BYTES:
-            self._send_part(bytes(self.buffer[:PART_BYTES]))
+            with memoryview(self.buffer) as view:
+                part = bytes(view[:PART_BYTES])  # one copy: slicing the bytearray would make a second
+            self._send_part(part)
+            del part
             del self.buffer[:PART_BYTES]
 
     def _send_part(self, data: bytes) -> None:
@@ -161,7 +164,7 @@ class IncomingObject(Incoming):
                 client.put_object(Bucket=bucket, Key=self.name, Body=bytes(self.buffer))
             else:
                 if self.buffer:
-                    self._send_part(bytes(self.buffer))
+                    self._send_part(bytes(self.buffer))  # the last part, under PART_BYTES
                 client.complete_multipart_upload(Bucket=bucket, Key=self.name, UploadId=self.upload_id,
                                                  MultipartUpload={"Parts": self.parts})
         self.buffer = bytearray()

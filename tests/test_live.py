@@ -31,6 +31,8 @@ from conftest import (
     wait_for_job,
 )
 
+from jobs_api.bucket import PART_BYTES
+
 
 @pytest.fixture()
 def sdk(live: LiveService) -> Api2Convert:
@@ -337,4 +339,7 @@ def test_a_base64_upload_is_decoded_as_it_arrives(live: LiveService) -> None:
     assert answer.status_code == 201, answer.text
     assert answer.json()[0]["checksum"] == hashlib.sha256(content).hexdigest()
     grown = max(_peak_memory(pid) - before[pid] for pid in web_processes)
-    assert grown < len(body) // 4, f"peak grew {grown / 2**20:.1f} MiB, body {len(body) / 2**20:.0f} MiB"
+    # Into a bucket, parts of the file are held too: the one going up, the next one filling, and
+    # what the allocator keeps of the one before (jobs_api/bucket.py). Still not the body.
+    allowed = len(body) // 4 + (3 * PART_BYTES if IN_BUCKET else 0)
+    assert grown < allowed, f"peak grew {grown / 2**20:.1f} MiB, body {len(body) / 2**20:.0f} MiB"
