@@ -174,6 +174,15 @@ class Storage:
         `folder` (a job's work folder) from a bucket."""
         return self.shelf.readable(INPUTS, key, folder)
 
+    @contextmanager
+    def read_input(self, key: str) -> Iterator[IO[bytes]]:
+        """The input, read front to back where it is stored (no copy); StorageUnavailable if gone."""
+        opened = self.shelf.open(INPUTS, key)
+        if opened is None:
+            raise StorageUnavailable(f"input {key} is not in storage")
+        with opened[0] as reader:
+            yield reader
+
     def remove_input(self, key: str) -> None:
         self.shelf.remove(INPUTS, key)
 

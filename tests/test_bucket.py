@@ -22,7 +22,8 @@ from jobs_api.app import create_app
 from jobs_api.bucket import PART_BYTES, Bucket
 from jobs_api.config import Config
 from jobs_api.models import OutputFile, utcnow
-from jobs_api.storage import storage_for
+from jobs_api.storage import StorageUnavailable, storage_for
+from workers.ffmpeg.probe import probe_stream
 from workers.services import worker_services
 
 LOCAL = "http://127.0.0.1:8000"
@@ -129,6 +130,34 @@ def test_an_input_used_again_is_not_copied(s3: OwnS3, in_bucket: Config, client:
     done = client.get(f"/v2/jobs/{again.get_json()['id']}", headers=headers).get_json()
     assert done["status"]["code"] == "completed", done["errors"]
     assert len(_objects(s3, in_bucket, "inputs")) == 1 and len(_objects(s3, in_bucket, "outputs")) == 2
+
+
+def test_file_conversion_reads_an_upload_from_the_bucket_without_a_copy(
+        s3: OwnS3, in_bucket: Config, client: Any, api_key: str, audio_dir: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The endpoint refuses what is not audio at once; in a bucket it reads the upload back on
+    ffprobe's stdin, even an MP4 whose index is at its end, and copies nothing to this host."""
+    monkeypatch.setattr(Bucket, "readable", lambda *args: pytest.fail("the upload was copied to the API's disk"))
+    index_last = audio_dir / "index-last.m4a"
+    make_audio(index_last, seconds=3.0, extra=["-c:a", "aac", "-b:a", "96k"])  # moov after mdat
+    for source, status in ((index_last, 200), (None, 400)):
+        upload = source.read_bytes() if source else os.urandom(300_000)
+        answer = client.post("/api/public/v1/file_convert", headers={"Authorization": api_key},
+                             content_type="multipart/form-data",
+                             data={"target_format": "mp3", "audio_file": (io.BytesIO(upload), "upload.m4a")})
+        assert answer.status_code == status, answer.get_json()
+    assert answer.get_json()["error"].startswith("audio_file:")
+    assert len(_objects(s3, in_bucket, "inputs")) == 1  # the refused upload was removed
+    assert _scratch_files(in_bucket) == []
+
+
+def test_a_probe_whose_reader_fails_raises_that_failure_not_not_audio() -> None:
+    class Unreachable(io.RawIOBase):
+        def readinto(self, buffer: Any) -> int:
+            raise StorageUnavailable("the bucket went away")
+
+    with pytest.raises(StorageUnavailable):  # a 503 naming storage, not a 400 blaming the file
+        probe_stream(Unreachable())
 
 
 def test_a_protected_output_expires_from_the_bucket(s3: OwnS3, in_bucket: Config, client: Any,

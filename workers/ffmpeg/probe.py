@@ -7,13 +7,15 @@ Conversion endpoint refuses an upload it cannot read. A plain PCM WAV is read fr
 from __future__ import annotations
 
 import json
+import os
 import re
+import threading
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from jobs_api.catalog import parse_time
 from workers.ffmpeg import runner, wavheader
-from workers.ffmpeg.commands import COMMON, INPUT_GUARD
+from workers.ffmpeg.commands import COMMON, FORMAT_WHITELIST, INPUT_GUARD
 from workers.ffmpeg.plan import SourceInfo
 from workers.ffmpeg.sandbox import NOTHING, Sees
 
@@ -34,20 +36,51 @@ def probe(path: Path, job: str | None = None) -> list[SourceInfo]:
                                     deadline_seconds=PROBE_SECONDS))
 
 
+def probe_stream(reader: IO[bytes]) -> list[SourceInfo]:
+    """`probe` for a file read front to back (an upload in a bucket), on ffprobe's stdin: no copy
+    on disk. ffprobe stops reading once it knows the streams, so most files are read for their
+    head only; an MP4 whose index comes last is read to it."""
+    unread: list[Exception] = []  # the reader's failure (the bucket went away), raised as itself
+
+    def feed(fd: int, stop: threading.Event) -> bool:
+        while not stop.is_set():
+            try:
+                chunk = reader.read(FEED_BYTES)
+            except Exception as exc:  # noqa: BLE001 - handed to the caller below
+                unread.append(exc)
+                return False
+            if not chunk:
+                break
+            os.write(fd, chunk)  # once ffprobe has its answer and exits, this fails: the pump's OSError
+        return True
+
+    args = ["ffprobe", *COMMON, "-format_whitelist", FORMAT_WHITELIST, "-protocol_whitelist", "pipe",
+            *SHOWN, "pipe:0"]
+    try:
+        return parse_streams(runner.run_fed(args, feed, sees=NOTHING, deadline_seconds=PROBE_SECONDS))
+    except runner.ProcessStopped:
+        if unread:
+            raise unread[0] from None
+        raise
+
+
 def prober_version() -> str:
     """ffprobe's version line: that it starts at all (the API's readiness check)."""
     version = runner.run(["ffprobe", "-hide_banner", "-version"], sees=NOTHING, deadline_seconds=PROBE_SECONDS)
     return version.split("\n")[0]
 
 
+SHOWN = [
+    "-show_entries",
+    "format=format_name,duration,bit_rate:stream=index,codec_type,codec_name,sample_rate,"
+    "channels,bits_per_raw_sample,bits_per_sample,duration,bit_rate:stream_tags=DURATION",
+    "-of", "json",
+]
+FEED_BYTES = 256 * 1024
+
+
 def probe_args(path: Path) -> list[str]:
-    return [
-        "ffprobe", *COMMON, *INPUT_GUARD,
-        "-show_entries",
-        "format=format_name,duration,bit_rate:stream=index,codec_type,codec_name,sample_rate,"
-        "channels,bits_per_raw_sample,bits_per_sample,duration,bit_rate:stream_tags=DURATION",
-        "-of", "json", f"file:{path}",
-    ]
+    return ["ffprobe", *COMMON, *INPUT_GUARD, *SHOWN, f"file:{path}"]
 
 
 def parse_probe(text: str) -> SourceInfo:

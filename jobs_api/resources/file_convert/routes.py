@@ -6,7 +6,6 @@ Same jobs, queue, worker and limits as `/v2`; only the wire shapes differ, error
 from __future__ import annotations
 
 import logging
-import uuid
 from typing import Any
 
 from flask import request
@@ -77,13 +76,13 @@ class FileConversionOut(Schema):
 
 def _require_audio(received: Incoming) -> None:
     """This dialect refuses an unreadable upload at once (400), where /v2 fails the job later.
-    An upload that went to a bucket is probed on a copy, in a scratch folder removed at once."""
+    An upload that went to a bucket is probed as it is read back, with no copy on this host."""
     try:
         if isinstance(received, IncomingFile):
             probe.probe(received.path)
         else:
-            with storage().work_dir(str(uuid.uuid4())) as scratch:
-                probe.probe(storage().readable_input(received.key, scratch))
+            with storage().read_input(received.key) as reader:
+                probe.probe_stream(reader)
     except runner.SandboxFailed as exc:
         log.error("the File Conversion probe: %s", exc)
         raise Unavailable("The service cannot read uploads safely right now (its sandbox failed).") from None
