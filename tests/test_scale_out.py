@@ -23,6 +23,7 @@ from test_delivery import age
 
 from jobs_api.config import Config
 from jobs_api.models import OutputFile, utcnow
+from workers.sweeper import due_key
 
 
 class Hosts:
@@ -120,3 +121,19 @@ def test_a_worker_killed_mid_job_leaves_the_job_to_the_other(hosts: Hosts, file_
     history = requests.get(f"{hosts.api.url}/v2/jobs/{created['id']}/history", headers=hosts.headers,
                            timeout=10).json()
     assert "Worker lost; attempt 2 of 3." in [entry["info"] for entry in history]
+
+    # Its scratch is on its own disk: the worker started in its place removes it, even while
+    # another host does every sweep of the shared state (here: none at all, the sweep is held).
+    left = list((hosts.root / busy / "work").iterdir())
+    assert left  # the killed run's work folder, with its copy of the input
+    long_ago = time.time() - 3600
+    for path in left:
+        os.utime(path, (long_ago, long_ago))
+    redis = Redis.from_url(hosts.settings.redis_url)
+    redis.set(due_key(hosts.settings), "held", ex=300)
+    try:
+        hosts.workers[busy] = hosts.start_worker(busy)
+        wait_until(lambda: not any(path.exists() for path in left), seconds=60)
+        assert redis.get(due_key(hosts.settings)) == b"held"  # no worker swept the shared state
+    finally:
+        redis.delete(due_key(hosts.settings))

@@ -165,7 +165,27 @@ def _fail_stuck_jobs(services: Services, session: Session) -> int:
     return len(running)
 
 
+def sweep_scratch() -> int:
+    """This host's own stray files, when the service's files are in a bucket: each host has its
+    scratch folder to itself, so the sweep that one worker does for all cannot reach it. Every
+    worker's upkeep calls this once per sweep interval (a worker killed mid-job leaves its work
+    folder behind; the worker started in its place removes it)."""
+    services = worker_services()
+    with services.sessions() as session:
+        removed = _remove_local_strays(services, session)
+    if removed:
+        log.info("sweep of this host's scratch: %d stray files", removed)
+    return removed
+
+
 def _remove_strays(services: Services, session: Session) -> int:
+    """Uploads into a bucket abandoned mid-way; on a shared disk, every host's stray files too."""
+    moment = datetime.now(UTC) - timedelta(seconds=STRAY_AFTER_SECONDS)
+    removed = services.storage.shelf.abort_uploads_begun_before(moment)  # by a process since gone
+    return removed + (_remove_local_strays(services, session) if services.storage.shared_disk else 0)
+
+
+def _remove_local_strays(services: Services, session: Session) -> int:
     """Work folders of jobs no longer running, and uploads abandoned mid-way."""
     removed = 0
     now = time.time()
@@ -180,8 +200,6 @@ def _remove_strays(services: Services, session: Session) -> int:
         if now - _mtime(path) > STRAY_AFTER_SECONDS:
             remove_quietly(path)
             removed += 1
-    moment = datetime.now(UTC) - timedelta(seconds=STRAY_AFTER_SECONDS)
-    removed += services.storage.shelf.abort_uploads_begun_before(moment)  # into a bucket, by a process since gone
     return removed
 
 

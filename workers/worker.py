@@ -213,12 +213,19 @@ class Upkeep(threading.Thread):
         super().__init__(name="upkeep", daemon=True)
         self.worker, self.config = worker, config
         self.forgotten, self.stop, self.deciding = False, threading.Event(), threading.Lock()
+        self.scratch_swept_at = -float("inf")  # the first pass sweeps (sweeper.sweep_scratch)
         self.start()
 
     def end(self) -> None:
         """No stop from it from now on (a sweep under way may finish)."""
         with self.deciding:
             self.stop.set()
+
+    def sweep_scratch_when_due(self) -> None:
+        """With a bucket, this host's scratch is its own to sweep (sweeper.sweep_scratch)."""
+        if self.config.storage_url and time.monotonic() >= self.scratch_swept_at + self.config.sweep_interval_seconds:
+            self.scratch_swept_at = time.monotonic()
+            sweeper.sweep_scratch()
 
     def run(self) -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})  # they are the main thread's
@@ -231,6 +238,7 @@ class Upkeep(threading.Thread):
                 registered = bool(self.worker.connection.sismember(self.worker.redis_workers_keys, self.worker.key))
                 if registered and sweeper.due(self.config, self.worker.connection):
                     sweeper.sweep()
+                self.sweep_scratch_when_due()
             except (RedisError, SQLAlchemyError) as exc:
                 log.warning("upkeep: %s", exc)  # Redis or the database away: RQ waits, so does this
                 continue
