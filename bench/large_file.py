@@ -2,6 +2,11 @@
 EBU-normalized AAC) and downloaded through the service, against raw ffmpeg doing the same
 conversion (the same command lines the worker builds) on the same file.
 
+Two clients, in turns with raw ffmpeg: curl on a job created with `process: true` and a
+callback (the upload starts the job), and the official SDK's `convert(path, target)` with its
+default settings (a job created with `process: false`, the upload, `PATCH {"process": true}`,
+polls with its own back-off, the download): what every SDK user gets.
+
     python bench/large_file.py            # 10 minutes of audio
     python bench/large_file.py --tiny     # 5 seconds: checks that it runs
 """
@@ -18,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from api2convert import Api2Convert
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import Callbacks, Service, make_audio, median, parser, report, service, timed, worker_plan  # noqa: E402
@@ -54,6 +60,16 @@ def through_service(running: Service, source: Path, target: str, options: dict[s
     converted = time.perf_counter()
     subprocess.run(["curl", "-sS", "--fail", "-o", str(out), state["output"][0]["uri"]], check=True)
     return uploaded - start, converted - uploaded, time.perf_counter() - converted
+
+
+def through_sdk(running: Service, source: Path, target: str, options: dict[str, Any], out: Path) -> tuple[float, float]:
+    """Seconds of the official SDK's `convert` (create, upload, start, polls) and of its download."""
+    sdk = Api2Convert(running.key, base_url=f"{running.url}/v2")
+    start = time.perf_counter()
+    result = sdk.convert(str(source), target, options)
+    converted = time.perf_counter()
+    result.save(out)
+    return converted - start, time.perf_counter() - converted
 
 
 def raw_ffmpeg(source: Path, target: str, options: dict[str, Any], out: Path) -> float:
@@ -103,21 +119,29 @@ def main() -> None:
         for where, env in storages():
             with service(env=env) as running, closing(Callbacks()) as callbacks:
                 for name, (target, options) in CASES.items():
-                    # In turns, so that this VM's drift in speed (10 % within minutes) falls on both.
-                    ours, base = [], []
+                    # In turns, so that this VM's drift in speed (10 % within minutes) falls on all three.
+                    curl, sdk, base = [], [], []
                     for _ in range(runs):
-                        ours.append(through_service(running, source, target, options,
+                        curl.append(through_service(running, source, target, options,
                                                     Path(folder) / f"ours.{target}", callbacks))
+                        sdk.append(through_sdk(running, source, target, options, Path(folder) / f"sdk.{target}"))
                         base.append(raw_ffmpeg(source, target, options, Path(folder) / f"raw.{target}"))
-                    total = median([sum(phases) for phases in ours])
-                    rows.append((name, where, *(median([phases[i] for phases in ours]) for i in range(3)),
-                                 median(base), total, total / median(base)))
+                    raw = median(base)
+                    total = median([sum(phases) for phases in curl])
+                    rows.append((name, where, "curl, callback", *(median([p[i] for p in curl]) for i in range(3)),
+                                 raw, total, total / raw))
+                    total = median([sum(phases) for phases in sdk])
+                    rows.append((name, where, "SDK convert()", "-", median([p[0] for p in sdk]),
+                                 median([p[1] for p in sdk]), raw, total, total / raw))
     report("Large file: upload, convert, download vs raw ffmpeg",
-           ("conversion", "files on", "upload s", "then to the end s", "download s", "raw ffmpeg s", "service s",
-            "ratio"), rows, args.results,
+           ("conversion", "files on", "client", "upload s", "then to the end s", "download s", "raw ffmpeg s",
+            "service s", "ratio"), rows, args.results,
            notes=[f"input: {seconds} s 44.1 kHz stereo 16-bit WAV ({source.name}), median of {runs} runs, "
-                  "service and raw ffmpeg in turns",
-                  "service: create job (with a callback), curl multipart upload, wait for the callback, curl download; "
+                  "each client and raw ffmpeg in turns",
+                  "curl, callback: create a job with a callback, curl multipart upload, wait for the callback, "
+                  "curl download; SDK convert(): the official `api2convert` client's `convert(path, target)` "
+                  "and `save()` with its default settings (job with process false, upload, PATCH process true, "
+                  "polls from 1 s backing off to 5 s), its `convert` shown as 'then to the end'",
                   "on disk, FLAC and MP3 are converted while the upload arrives (CONVERT_WHILE_UPLOADING); "
                   "in a bucket (SeaweedFS on this machine, STORAGE_URL) the upload goes into the bucket, and a "
                   "worker copies it out, converts, and puts the result back"])
