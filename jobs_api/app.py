@@ -16,6 +16,7 @@ from jobs_api.config import Config
 from jobs_api.db import make_engine, make_sessionmaker
 from jobs_api.errors import RequestInvalid, ServiceError
 from jobs_api.health import Readiness
+from jobs_api.job_waits import Waits
 from jobs_api.logs import one_line
 from jobs_api.metrics import registry_for
 from jobs_api.resources.docs.routes import blp as docs_blp
@@ -72,6 +73,7 @@ def register_services(app: Flask, config: Config) -> None:
         "sessions": sessions,
         "readiness": Readiness(config, sessions, storage),
         "metrics": registry_for(config, sessions, storage),
+        "waits": Waits(config),
     }
     app.teardown_appcontext(close_session)
 

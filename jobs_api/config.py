@@ -96,6 +96,8 @@ class Config:
     min_free_bytes: int = 1024 * MiB
     # Convert an upload that starts its job while it arrives (workers/upload_conversion.py).
     convert_while_uploading: bool = True
+    # A poll of a queued or running job answers when the job ends, if within this (jobs_api/job_waits.py).
+    job_wait_seconds: int = 5
 
     @classmethod
     def from_env(cls) -> Config:
@@ -134,6 +136,7 @@ class Config:
             log_format=_env_choice("LOG_FORMAT", ("text", "json"), defaults.log_format),
             min_free_bytes=_env_int("MIN_FREE_BYTES", defaults.min_free_bytes),
             convert_while_uploading=bool(_env_int("CONVERT_WHILE_UPLOADING", int(defaults.convert_while_uploading))),
+            job_wait_seconds=_env_int("JOB_WAIT_SECONDS", defaults.job_wait_seconds),
         )
 
     def replace(self, **changes: object) -> Config:

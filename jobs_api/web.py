@@ -18,6 +18,7 @@ from webargs.flaskparser import FlaskParser
 
 from jobs_api.config import Config
 from jobs_api.errors import MAX_FIELDS, NotAuthenticated, NotFound, RequestInvalid
+from jobs_api.job_waits import Waits
 from jobs_api.jobs import JobService
 from jobs_api.models import ApiKey, Job
 from jobs_api.queue import enqueue_committed
@@ -35,6 +36,10 @@ def config() -> Config:
 
 def storage() -> Storage:
     return current_app.extensions["jobs_api"]["storage"]  # type: ignore[no-any-return]
+
+
+def waits() -> Waits:
+    return current_app.extensions["jobs_api"]["waits"]  # type: ignore[no-any-return]
 
 
 def session() -> Session:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import requests
 from conftest import (
+    NO_WAIT,
     OwnPostgres,
     OwnRedis,
     create_key,
@@ -135,7 +136,7 @@ def test_a_worker_outlives_a_redis_restart_and_schedules_its_sweeper_again(
         return int(Worker.count(connection=redis, queue=queue_for(settings)))
 
     def status(job_id: str) -> str:
-        return str(client.get(f"/v2/jobs/{job_id}", headers=headers).get_json()["status"]["code"])
+        return str(client.get(f"/v2/jobs/{job_id}", headers=NO_WAIT | headers).get_json()["status"]["code"])
 
     try:
         wait_until(lambda: started in log.read_text())
@@ -221,7 +222,7 @@ def test_jobs_survive_a_postgresql_restart_while_they_run_and_clients_poll(
             "conversion": [{"target": "mp3", "options": {"normalize": True}}]}).json()["id"] for _ in range(5)]
 
         def status(job_id: str) -> str:
-            return str(requests.get(f"{service.url}/v2/jobs/{job_id}", headers=headers, timeout=10)
+            return str(requests.get(f"{service.url}/v2/jobs/{job_id}", headers=NO_WAIT | headers, timeout=10)
                        .json()["status"]["code"])
 
         wait_until(lambda: status(jobs[0]) == "processing", seconds=60)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import create_key, free_port, make_audio, service_env, start_worker, wait_for_port, wait_until
+from conftest import NO_WAIT, create_key, free_port, make_audio, service_env, start_worker, wait_for_port, wait_until
 
 from jobs_api.app import create_app
 from jobs_api.config import Config
@@ -110,7 +110,7 @@ def test_a_busy_worker_asked_to_stop_queues_its_job_again_for_the_next(
     client, headers, job_id = _long_job(settings, file_server, "long.wav")
 
     def status() -> str:
-        return str(client.get(f"/v2/jobs/{job_id}", headers=headers).get_json()["status"]["code"])
+        return str(client.get(f"/v2/jobs/{job_id}", headers=NO_WAIT | headers).get_json()["status"]["code"])
 
     first = start_worker(settings, tmp_path / "first.log")
     try:
@@ -150,7 +150,7 @@ def test_a_killed_workers_job_runs_again_on_another_and_nothing_outlives_it(
     client, headers, job_id = _long_job(settings, file_server, "long-lost.wav")
 
     def status() -> str:
-        return str(client.get(f"/v2/jobs/{job_id}", headers=headers).get_json()["status"]["code"])
+        return str(client.get(f"/v2/jobs/{job_id}", headers=NO_WAIT | headers).get_json()["status"]["code"])
 
     first = start_worker(settings, tmp_path / "first.log")
     try:

@@ -12,6 +12,7 @@ from functools import partial
 from sqlalchemy.orm import Session
 
 from jobs_api import callbacks, outbound
+from jobs_api.job_waits import announce_change
 from jobs_api.lifecycle import record_note
 from jobs_api.models import Job
 from jobs_api.queue import DELIVER_CALLBACK, enqueue, enqueue_in
@@ -30,12 +31,14 @@ class Attempt:
 
 
 def announce(services: Services, session: Session, job_id: str, *, last: bool = False) -> None:
-    """Announce the job's new status to its callback, if it wants to hear of it.
+    """Announce the job's new status (committed already) to the polls waiting on it, and to its
+    callback if it wants to hear of it.
 
     The `last` status of a task is delivered by the task at once, unless earlier changes were
     announced too and may still wait in the queue: a callback would otherwise overtake them.
     That spares a queue job of its own, whose bookkeeping costs RQ more CPU than a short
     clip's delivery. A retry is queued."""
+    announce_change(services.config, job_id)  # to the polls waiting on it (jobs_api/job_waits.py)
     # The job is in the session as the task (or the sweeper) has just stored it: its status set
     # by the transition, its lists as the task wrote them. What the body shows of a started job
     # changes only by this task (a cancel is a transition that the task's own would have lost),

@@ -5,12 +5,14 @@ from typing import Any
 
 from flask import Response, request
 from flask.views import MethodView
+from sqlalchemy import select
 
+from jobs_api import job_waits
 from jobs_api.errors import NotFound, RequestInvalid
 from jobs_api.models import Conversion, InputFile, Job, OutputFile
 from jobs_api.representation import ConversionOut, HistoryOut, InputOut, JobOut, OutputOut
 from jobs_api.resources.jobs import schemas
-from jobs_api.web import Blueprint, api_key_id, load_job, service
+from jobs_api.web import Blueprint, api_key_id, config, load_job, service, session, waits
 
 blp = Blueprint("jobs", __name__, url_prefix="/v2/jobs", description="Conversion jobs")
 
@@ -29,6 +31,18 @@ def _idempotency_key() -> str | None:
         raise RequestInvalid("Invalid Idempotency-Key.",
                              {"Idempotency-Key": ["printable ASCII, 1 to 255 characters"]})
     return value
+
+
+PREFER_WAIT = {"name": "Prefer", "in": "header", "required": False, "schema": {"type": "string"},
+               "description": "`wait=N`: wait at most N seconds for a queued or running job to end "
+                              "(`wait=0`: answer at once, to show its progress); see jobs_api/job_waits.py"}
+
+
+def _status(job_id: str) -> str | None:
+    """The job's status as committed now; no transaction is left open (a wait holds none)."""
+    status = session().scalar(select(Job.status).where(Job.id == job_id))
+    session().rollback()
+    return status
 
 
 def _find(items: list[Any], item_id: str, what: str) -> Any:
@@ -58,9 +72,16 @@ class Jobs(MethodView):
 @blp.route("/<job_id>")
 class JobItem(MethodView):
     @blp.response(200, JobOut)
+    @blp.doc(parameters=[PREFER_WAIT])
     def get(self, job_id: str) -> Any:
-        """Get a job"""
-        return load_job(job_id)
+        """Get a job; if it is queued or running, the answer may wait up to JOB_WAIT_SECONDS for its end"""
+        job = load_job(job_id)
+        if job.status in job_waits.WAITED_ON:
+            seconds = job_waits.requested_seconds(request.headers.get("Prefer"), config().job_wait_seconds)
+            waits().until_ended(job.id, seconds, lambda: _status(job.id))
+            session().expire_all()
+            job = load_job(job_id)
+        return job
 
     @blp.arguments(schemas.JobPatch)
     @blp.response(200, JobOut)

@@ -45,8 +45,8 @@ function here(url) {
   return parsed.pathname + parsed.search;
 }
 
-async function api(method, path, body) {
-  const headers = {"X-Oc-Api-Key": keyField.value.trim()};
+async function api(method, path, body, extraHeaders = {}) {
+  const headers = {"X-Oc-Api-Key": keyField.value.trim(), ...extraHeaders};
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const response = await fetch(path, {method, headers, body: body === undefined ? undefined : JSON.stringify(body)});
   const text = await response.text();
@@ -218,7 +218,9 @@ function upload(job, file, card) {
 async function follow(job, card) {
   for (;;) {
     try {
-      job = await api("GET", `/v2/jobs/${encodeURIComponent(job.id)}`);
+      // Each poll may wait a second for the job's end (not the 5 s the service allows by
+      // default), so the progress bar still moves.
+      job = await api("GET", `/v2/jobs/${encodeURIComponent(job.id)}`, undefined, {"Prefer": "wait=1"});
       if (job.progress === null || job.progress === undefined) card.conversion.removeAttribute("value");
       else card.conversion.value = job.progress;
       card.status.textContent = `${job.status.code}: ${job.status.info}`;
