@@ -97,7 +97,7 @@ class Config:
     # Convert an upload that starts its job while it arrives (workers/upload_conversion.py).
     convert_while_uploading: bool = True
     # A poll of a queued or running job answers when the job ends, if within this (jobs_api/job_waits.py).
-    job_wait_seconds: int = 5
+    job_wait_seconds: int = 4
 
     @classmethod
     def from_env(cls) -> Config:

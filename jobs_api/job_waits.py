@@ -12,6 +12,10 @@ on a Redis channel of the job's own (`announce_change`), and the request looks a
 status when told, and every RECHECK_SECONDS in case nobody tells it (a cancel by the API, a
 sweep, Redis away). Redis unreachable: the poll answers at once, as without this.
 
+Why 4 s by default: the longer the wait, the fewer of the SDK's polls miss the end, but a
+client must not give up on a poll that waits: httpx, a common Python client, times out after
+5 s unless told otherwise (the official SDK sets 30).
+
 What it costs: a waiting request holds one of its API process's threads, so at most
 WAIT_SLOTS wait at once in a process; a poll that finds them taken answers at once. A client
 that wants every poll answered at once (to show progress, as the page at `/` does) sends

@@ -218,7 +218,7 @@ function upload(job, file, card) {
 async function follow(job, card) {
   for (;;) {
     try {
-      // Each poll may wait a second for the job's end (not the 5 s the service allows by
+      // Each poll may wait a second for the job's end (not the 4 s the service allows by
       // default), so the progress bar still moves.
       job = await api("GET", `/v2/jobs/${encodeURIComponent(job.id)}`, undefined, {"Prefer": "wait=1"});
       if (job.progress === null || job.progress === undefined) card.conversion.removeAttribute("value");
