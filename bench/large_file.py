@@ -22,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import requests
 from api2convert import Api2Convert
 
@@ -62,13 +63,18 @@ def through_service(running: Service, source: Path, target: str, options: dict[s
     return uploaded - start, converted - uploaded, time.perf_counter() - converted
 
 
-def through_sdk(running: Service, source: Path, target: str, options: dict[str, Any], out: Path) -> tuple[float, float]:
-    """Seconds of the official SDK's `convert` (create, upload, start, polls) and of its download."""
-    sdk = Api2Convert(running.key, base_url=f"{running.url}/v2")
+def through_sdk(running: Service, source: Path, target: str, options: dict[str, Any], out: Path,
+                waiting: bool = True) -> tuple[float, float]:
+    """Seconds of the official SDK's `convert` (create, upload, start, polls) and of its download.
+    Not `waiting`: each poll is answered at once (`Prefer: wait=0`), as before jobs_api/job_waits.py."""
+    headers = {} if waiting else {"Prefer": "wait=0"}
+    http = httpx.Client(timeout=httpx.Timeout(30.0), headers=headers)  # the SDK's own timeout
+    sdk = Api2Convert(running.key, base_url=f"{running.url}/v2", http_client=http)
     start = time.perf_counter()
     result = sdk.convert(str(source), target, options)
     converted = time.perf_counter()
     result.save(out)
+    http.close()
     return converted - start, time.perf_counter() - converted
 
 
@@ -120,19 +126,24 @@ def main() -> None:
             with service(env=env) as running, closing(Callbacks()) as callbacks:
                 for name, (target, options) in CASES.items():
                     # In turns, so that this VM's drift in speed (10 % within minutes) falls on all three.
-                    curl, sdk, base = [], [], []
+                    curl, sdk, sdk_at_once, base = [], [], [], []
                     for _ in range(runs):
                         curl.append(through_service(running, source, target, options,
                                                     Path(folder) / f"ours.{target}", callbacks))
                         sdk.append(through_sdk(running, source, target, options, Path(folder) / f"sdk.{target}"))
+                        if where == "disk":
+                            sdk_at_once.append(through_sdk(running, source, target, options,
+                                                           Path(folder) / f"sdk.{target}", waiting=False))
                         base.append(raw_ffmpeg(source, target, options, Path(folder) / f"raw.{target}"))
                     raw = median(base)
                     total = median([sum(phases) for phases in curl])
                     rows.append((name, where, "curl, callback", *(median([p[i] for p in curl]) for i in range(3)),
                                  raw, total, total / raw))
-                    total = median([sum(phases) for phases in sdk])
-                    rows.append((name, where, "SDK convert()", "-", median([p[0] for p in sdk]),
-                                 median([p[1] for p in sdk]), raw, total, total / raw))
+                    for client, timed_runs in (("SDK convert()", sdk), ("SDK convert(), polls not held", sdk_at_once)):
+                        if timed_runs:
+                            total = median([sum(phases) for phases in timed_runs])
+                            rows.append((name, where, client, "-", median([p[0] for p in timed_runs]),
+                                         median([p[1] for p in timed_runs]), raw, total, total / raw))
     report("Large file: upload, convert, download vs raw ffmpeg",
            ("conversion", "files on", "client", "upload s", "then to the end s", "download s", "raw ffmpeg s",
             "service s", "ratio"), rows, args.results,
@@ -141,7 +152,9 @@ def main() -> None:
                   "curl, callback: create a job with a callback, curl multipart upload, wait for the callback, "
                   "curl download; SDK convert(): the official `api2convert` client's `convert(path, target)` "
                   "and `save()` with its default settings (job with process false, upload, PATCH process true, "
-                  "polls from 1 s backing off to 5 s), its `convert` shown as 'then to the end'",
+                  "polls from 1 s backing off to 5 s), its `convert` shown as 'then to the end'; polls not "
+                  "held: the same with `Prefer: wait=0` on every request, so no poll waits for the job's end "
+                  "(JOB_WAIT_SECONDS, jobs_api/job_waits.py), as before it existed",
                   "on disk, FLAC and MP3 are converted while the upload arrives (CONVERT_WHILE_UPLOADING); "
                   "in a bucket (SeaweedFS on this machine, STORAGE_URL) the upload goes into the bucket, and a "
                   "worker copies it out, converts, and puts the result back"])
