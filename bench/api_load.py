@@ -212,7 +212,7 @@ def main() -> None:
                                           GOALS_MS[method]))
     report("API under load: 32 clients vs the floor app",
            ("request", "pause ms", "constant app p99 ms", "floor req/s", "floor p99 ms", "req/s", "p50 ms",
-            "p99 ms", "p99 / floor's", "errors", "goal p99 ms"), rows, args.results,
+            "p99 ms", "p99 ratio to floor's", "errors", "goal p99 ms"), rows, args.results,
            notes=[f"load: {CLIENTS} clients, {seconds} s per row; each waits `pause ms` after every answer, "
                   "starting at a random moment within its first pause (Python threads, one kept-alive "
                   "connection each); pause 0: wrk, 2 threads, the server saturated",
@@ -221,7 +221,7 @@ def main() -> None:
                   "WSGI app, each under the same settings and the same load",
                   "goals (issue 29): at 1000 and 100 ms, p99 within the goal and at most 2x the floor's"])
     report("API saturated: the service against the least an app on this stack does",
-           ("app", "req/s", "p50 ms", "p99 ms", "32 / req/s ms", "req/s / floor's", "errors", "goal p99 ms"),
+           ("app", "req/s", "p50 ms", "p99 ms", "32 / req/s ms", "req/s ratio to floor's", "errors", "goal p99 ms"),
            [(name, figures["rate"], figures["p50"], figures["p99"], 1000 * CLIENTS / figures["rate"], share,
              figures["errors"], goal) for name, figures, share, goal in saturated], args.results,
            notes=[f"load: wrk, 2 threads, {CLIENTS} connections, no pause, {seconds} s per row; each app under "
