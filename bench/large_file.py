@@ -68,14 +68,13 @@ def through_sdk(running: Service, source: Path, target: str, options: dict[str, 
     """Seconds of the official SDK's `convert` (create, upload, start, polls) and of its download.
     Not `waiting`: each poll is answered at once (`Prefer: wait=0`), as before jobs_api/job_waits.py."""
     headers = {} if waiting else {"Prefer": "wait=0"}
-    http = httpx.Client(timeout=httpx.Timeout(30.0), headers=headers)  # the SDK's own timeout
-    sdk = Api2Convert(running.key, base_url=f"{running.url}/v2", http_client=http)
-    start = time.perf_counter()
-    result = sdk.convert(str(source), target, options)
-    converted = time.perf_counter()
-    result.save(out)
-    http.close()
-    return converted - start, time.perf_counter() - converted
+    with httpx.Client(timeout=httpx.Timeout(30.0), headers=headers) as http:  # the SDK's own timeout
+        sdk = Api2Convert(running.key, base_url=f"{running.url}/v2", http_client=http)
+        start = time.perf_counter()
+        result = sdk.convert(str(source), target, options)
+        converted = time.perf_counter()
+        result.save(out)
+        return converted - start, time.perf_counter() - converted
 
 
 def raw_ffmpeg(source: Path, target: str, options: dict[str, Any], out: Path) -> float:

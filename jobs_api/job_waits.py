@@ -33,9 +33,9 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from jobs_api.config import Config
-from jobs_api.models import JobStatus
+from jobs_api.models import FINISHED, STARTED
 
-WAITED_ON = frozenset({JobStatus.QUEUED.value, JobStatus.DOWNLOADING.value, JobStatus.PROCESSING.value})
+WAITED_ON = frozenset(status.value for status in STARTED - FINISHED)  # queued, downloading, processing
 RECHECK_SECONDS = 0.5
 WAIT_SLOTS = 2  # of the 4 threads a gunicorn worker has by default (WEB_THREADS)
 REDIS_TIMEOUT_SECONDS = 0.5  # a Redis that hangs delays a job's end or a poll by this, no more

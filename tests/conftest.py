@@ -28,7 +28,7 @@ from jobs_api.app import create_app
 from jobs_api.cli import migrate
 from jobs_api.config import Config
 from jobs_api.db import make_engine, make_sessionmaker
-from jobs_api.models import ApiKey, Base
+from jobs_api.models import FINISHED, ApiKey, Base
 from jobs_api.queue import queue_for
 from jobs_api.security import hash_secret, new_secret
 from jobs_api.storage import storage_for
@@ -485,11 +485,14 @@ def live(config: Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[L
 NO_WAIT = {"Prefer": "wait=0"}
 
 
-def wait_for_job(url: str, job_id: str, key: str, seconds: float = 60, until: tuple[str, ...] = (
-        "completed", "failed", "canceled")) -> dict[str, Any]:
+ENDED = tuple(sorted(status.value for status in FINISHED))
+
+
+def wait_for_job(url: str, job_id: str, key: str, seconds: float = 60,
+                 until: tuple[str, ...] = ENDED) -> dict[str, Any]:
     deadline = time.monotonic() + seconds
     headers = {"X-Oc-Api-Key": key}
-    if set(until) - {"completed", "failed", "canceled"}:
+    if set(until) - set(ENDED):
         headers |= NO_WAIT
     while True:
         job = requests.get(f"{url}/v2/jobs/{job_id}", headers=headers, timeout=10).json()

@@ -169,8 +169,10 @@ def sweep_scratch() -> int:
     """This host's own stray files, when the service's files are in a bucket: each host has its
     scratch folder to itself, so the sweep that one worker does for all cannot reach it. Every
     worker's upkeep calls this once per sweep interval (a worker killed mid-job leaves its work
-    folder behind; the worker started in its place removes it)."""
+    folder behind; the worker started in its place removes it). On a shared disk, `sweep` does."""
     services = worker_services()
+    if services.storage.shared_disk:
+        return 0
     with services.sessions() as session:
         removed = _remove_local_strays(services, session)
     if removed:

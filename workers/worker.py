@@ -222,8 +222,8 @@ class Upkeep(threading.Thread):
             self.stop.set()
 
     def sweep_scratch_when_due(self) -> None:
-        """With a bucket, this host's scratch is its own to sweep (sweeper.sweep_scratch)."""
-        if self.config.storage_url and time.monotonic() >= self.scratch_swept_at + self.config.sweep_interval_seconds:
+        """This host's scratch, once per sweep interval (sweeper.sweep_scratch)."""
+        if time.monotonic() >= self.scratch_swept_at + self.config.sweep_interval_seconds:
             self.scratch_swept_at = time.monotonic()
             sweeper.sweep_scratch()
 
