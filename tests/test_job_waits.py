@@ -98,8 +98,9 @@ def test_at_most_wait_slots_polls_wait_and_the_next_answers_at_once(
 def test_a_client_that_prefers_no_wait_is_answered_at_once(
         waiting_app: Any, headers: dict[str, str], prefer: str) -> None:
     job_id = _queued_job(waiting_app.test_client(), headers)
-    answer = waiting_app.test_client().get(f"/v2/jobs/{job_id}", headers={**headers, "Prefer": prefer})
-    assert answer.get_json()["status"]["code"] == "queued"
+    poll = Poll(waiting_app, job_id, {**headers, "Prefer": prefer})
+    poll.join(timeout=30)  # held, it would wait the app's 120 s
+    assert not poll.is_alive() and poll.answer["status"]["code"] == "queued"
 
 
 def test_a_poll_answers_the_running_status_once_its_wait_is_over(
