@@ -98,6 +98,8 @@ class Config:
     convert_while_uploading: bool = True
     # A poll of a queued or running job answers when the job ends, if within this (jobs_api/job_waits.py).
     job_wait_seconds: int = 4
+    # The same for the official Python SDK, whose timeout is between reads (jobs_api/job_waits.py).
+    sdk_job_wait_seconds: int = 25
 
     @classmethod
     def from_env(cls) -> Config:
@@ -137,6 +139,7 @@ class Config:
             min_free_bytes=_env_int("MIN_FREE_BYTES", defaults.min_free_bytes),
             convert_while_uploading=bool(_env_int("CONVERT_WHILE_UPLOADING", int(defaults.convert_while_uploading))),
             job_wait_seconds=_env_int("JOB_WAIT_SECONDS", defaults.job_wait_seconds),
+            sdk_job_wait_seconds=_env_int("SDK_JOB_WAIT_SECONDS", defaults.sdk_job_wait_seconds),
         )
 
     def replace(self, **changes: object) -> Config:

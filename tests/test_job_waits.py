@@ -1,21 +1,26 @@
 """Long polling (jobs_api/job_waits.py): a poll of a queued or running job answers when the job
 ends, woken by the worker's announcement on Redis or by its own look at the database; within
 JOB_WAIT_SECONDS, in a bounded number of threads, and at once when the client asks with
-`Prefer: wait=0`. The jobs here stay queued (no worker runs): the test ends them itself."""
+`Prefer: wait=0`; over HTTP, kept alive with spaces so that a client's timeout between reads
+does not end it. The jobs here stay queued (no worker runs): the test ends them itself."""
 from __future__ import annotations
 
+import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from conftest import wait_until
+from api2convert import Api2Convert
+from conftest import LiveService, create_key, start_api, wait_until
 from redis import Redis
 
 from jobs_api.app import create_app
 from jobs_api.config import Config
 from jobs_api.db import make_engine, make_sessionmaker
-from jobs_api.job_waits import WAIT_SLOTS, announce_change, channel, requested_seconds
+from jobs_api.job_waits import KEEP_ALIVE, WAIT_SLOTS, announce_change, channel, held_seconds, requested_seconds
 from jobs_api.lifecycle import transition
 from jobs_api.models import JobStatus
 
@@ -116,3 +121,63 @@ def test_a_poll_answers_the_running_status_once_its_wait_is_over(
 ])
 def test_the_prefer_header_only_shortens_the_wait(prefer: str | None, seconds: float) -> None:
     assert requested_seconds(prefer, 5.0) == seconds
+
+
+SDK_AGENT = "api2convert-python/10.3.1 python/3.11.7"
+
+
+@pytest.mark.parametrize("prefer, agent, seconds", [
+    (None, SDK_AGENT, 25.0), (None, "python-httpx/0.28.1", 4.0), (None, None, 4.0), ("wait=0", SDK_AGENT, 0.0),
+    ("wait=10", SDK_AGENT, 10.0), (None, f"my-app {SDK_AGENT}", 4.0),
+])
+def test_the_official_sdk_is_held_longest(config: Config, prefer: str | None, agent: str | None,
+                                          seconds: float) -> None:
+    assert held_seconds(config.replace(job_wait_seconds=4, sdk_job_wait_seconds=25), prefer, agent) == seconds
+
+
+@pytest.fixture(scope="module")
+def held_api(config: Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
+    """gunicorn, no worker; every poll held until the test ends the job."""
+    settings = config.replace(queue_name="test-held-polls")
+    api = start_api(settings, tmp_path_factory.mktemp("held-polls"),
+                    {"JOB_WAIT_SECONDS": "120", "SDK_JOB_WAIT_SECONDS": "120"})
+    yield api
+    api.stop()
+
+
+def _queued_over_http(api: LiveService, key: str) -> str:
+    created = httpx.post(f"{api.url}/v2/jobs", headers={"X-Oc-Api-Key": key}, timeout=30, json={
+        "input": [{"type": "remote", "source": "http://127.0.0.1:9/never.wav"}], "conversion": [{"target": "mp3"}]})
+    assert created.status_code == 201, created.text
+    return str(created.json()["id"])
+
+
+def test_a_held_answer_sends_spaces_until_its_json(held_api: LiveService) -> None:
+    key = create_key(held_api.settings)
+    job_id = _queued_over_http(held_api, key)
+    timeout = httpx.Timeout(1.0)  # between reads: the spaces come every RECHECK_SECONDS
+    with httpx.stream("GET", f"{held_api.url}/v2/jobs/{job_id}", headers={"X-Oc-Api-Key": key},
+                      timeout=timeout) as answer:
+        assert answer.status_code == 200 and answer.headers["Content-Type"] == "application/json"
+        chunks = answer.iter_raw()
+        while_queued = [next(chunks), next(chunks), next(chunks)]  # 1 s or more: past the timeout
+        _end(held_api.settings, job_id, JobStatus.COMPLETED)
+        rest = b"".join(chunks)
+    assert while_queued == [KEEP_ALIVE] * 3
+    assert json.loads(rest)["status"]["code"] == "completed"
+
+
+def test_the_official_sdk_with_a_one_second_timeout_waits_out_a_held_poll(
+        held_api: LiveService, tmp_path: Path) -> None:
+    key = create_key(held_api.settings)
+    job_id = _queued_over_http(held_api, key)
+    sdk = Api2Convert(key, base_url=f"{held_api.url}/v2", timeout=1, max_retries=0)  # a timeout ends the wait
+    done: list[Any] = []
+    waiting = threading.Thread(target=lambda: done.append(sdk.jobs.wait(job_id)), daemon=True)
+    waiting.start()
+    wait_until(lambda: _waiting(held_api.settings, job_id)() == 1, seconds=30)
+    waiting.join(timeout=3)  # three of its timeouts, in one held poll
+    assert waiting.is_alive()
+    _end(held_api.settings, job_id, JobStatus.COMPLETED)
+    waiting.join(timeout=30)
+    assert done and done[0].is_completed()

@@ -3,14 +3,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, request
+from flask import Response, jsonify, request, stream_with_context
 from flask.views import MethodView
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from jobs_api import job_waits
 from jobs_api.errors import NotFound, RequestInvalid
 from jobs_api.models import Conversion, InputFile, Job, OutputFile
-from jobs_api.representation import ConversionOut, HistoryOut, InputOut, JobOut, OutputOut
+from jobs_api.representation import ConversionOut, HistoryOut, InputOut, JobOut, OutputOut, shown_with
 from jobs_api.resources.jobs import schemas
 from jobs_api.web import Blueprint, api_key_id, config, load_job, service, session, waits
 
@@ -39,10 +40,29 @@ PREFER_WAIT = {"name": "Prefer", "in": "header", "required": False, "schema": {"
 
 
 def _status(job_id: str) -> str | None:
-    """The job's status as committed now; no transaction is left open (a wait holds none)."""
-    status = session().scalar(select(Job.status).where(Job.id == job_id))
-    session().rollback()
-    return status
+    """The job's status as committed now, None if the database cannot say (the wait ends); no
+    transaction is left open (a wait holds none)."""
+    try:
+        return session().scalar(select(Job.status).where(Job.id == job_id))
+    except SQLAlchemyError:
+        return None
+    finally:
+        session().rollback()
+
+
+def _dumped(job: Job) -> bytes:
+    with shown_with(config()):
+        return jsonify(JobOut().dump(job)).get_data()
+
+
+def _reloaded(job_id: str, before: bytes) -> bytes:
+    """The job's JSON after a wait: as it is now, or as it was before if the database cannot
+    say (the status line went out with the first space)."""
+    session().expire_all()
+    try:
+        return _dumped(load_job(job_id))
+    except SQLAlchemyError:
+        return before
 
 
 def _find(items: list[Any], item_id: str, what: str) -> Any:
@@ -74,14 +94,14 @@ class JobItem(MethodView):
     @blp.response(200, JobOut)
     @blp.doc(parameters=[PREFER_WAIT])
     def get(self, job_id: str) -> Any:
-        """Get a job; if it is queued or running, the answer may wait up to JOB_WAIT_SECONDS for its end"""
+        """Get a job; if it is queued or running, the answer may wait for its end (JOB_WAIT_SECONDS)"""
         job = load_job(job_id)
-        if job.status in job_waits.WAITED_ON:
-            seconds = job_waits.requested_seconds(request.headers.get("Prefer"), config().job_wait_seconds)
-            waits().until_ended(job.id, seconds, lambda: _status(job.id))
-            session().expire_all()
-            job = load_job(job_id)
-        return job
+        seconds = job_waits.held_seconds(config(), request.headers.get("Prefer"), request.headers.get("User-Agent"))
+        if job.status not in job_waits.WAITED_ON or seconds <= 0 or not waits().free():
+            return job
+        before = _dumped(job)
+        body = waits().answer_when_ended(job.id, seconds, lambda: _status(job.id), lambda: _reloaded(job_id, before))
+        return Response(stream_with_context(body), mimetype="application/json")
 
     @blp.arguments(schemas.JobPatch)
     @blp.response(200, JobOut)
