@@ -6,7 +6,9 @@ a time; the others wait in its busy handler, which retries after sleeps growing 
 however soon the lock is free. With the API's threads and processes and the workers all
 writing, that made the slowest POSTs wait for it (bench/api_load.py). Writers queue here
 instead: threads of a process on a mutex, which wakes the next one at once, and one thread per
-process on flock(2) of a file beside the database, tried again every millisecond.
+process on flock(2) of a file beside the database, tried again after 50 us, then after twice
+as long each time up to a millisecond: a write holds it for about half a millisecond, and a
+waiter that slept a whole one made the slowest POSTs at light load (bench/RESULTS.md).
 
 It relies on Python's sqlite3 (3.11) opening the transaction at a connection's first INSERT,
 UPDATE or DELETE and ending it at commit or rollback (its default isolation level), on
@@ -76,7 +78,7 @@ class Checkpointer:
 # or DELETE (where Python's sqlite3 opens the transaction) to its commit or rollback.
 
 WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
-FLOCK_RETRY_SECONDS = 0.001
+FLOCK_RETRY_SECONDS = (0.00005, 0.001)  # the first wait, doubled up to the last
 
 
 class WriterQueue:
@@ -94,6 +96,7 @@ class WriterQueue:
             raise sqlite3.OperationalError("database is locked (another writer held it too long)")
         # Only one thread per process gets here, so the file lock is contended by other
         # processes only; a crashed process's lock is released by the kernel.
+        pause, longest = FLOCK_RETRY_SECONDS
         while True:
             try:
                 fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -103,7 +106,8 @@ class WriterQueue:
                     self.mutex.release()
                     raise sqlite3.OperationalError(
                         "database is locked (another process held it too long)") from None
-                time.sleep(FLOCK_RETRY_SECONDS)
+                time.sleep(pause)
+                pause = min(pause * 2, longest)
 
     def release(self) -> None:
         fcntl.flock(self.fd, fcntl.LOCK_UN)

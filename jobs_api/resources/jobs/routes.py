@@ -96,8 +96,10 @@ class JobItem(MethodView):
     def get(self, job_id: str) -> Any:
         """Get a job; if it is queued or running, the answer may wait for its end (JOB_WAIT_SECONDS)"""
         job = load_job(job_id)
+        if job.status not in job_waits.WAITED_ON or not waits().free():
+            return job
         seconds = job_waits.held_seconds(config(), request.headers.get("Prefer"), request.headers.get("User-Agent"))
-        if job.status not in job_waits.WAITED_ON or seconds <= 0 or not waits().free():
+        if seconds <= 0:
             return job
         before = _dumped(job)
         body = waits().answer_when_ended(job.id, seconds, lambda: _status(job.id), lambda: _reloaded(job_id, before))
