@@ -151,9 +151,9 @@ def main() -> None:
                   "curl, callback: create a job with a callback, curl multipart upload, wait for the callback, "
                   "curl download; SDK convert(): the official `api2convert` client's `convert(path, target)` "
                   "and `save()` with its default settings (job with process false, upload, PATCH process true, "
-                  "polls from 1 s backing off to 5 s), its `convert` shown as 'then to the end'; polls not "
-                  "held: the same with `Prefer: wait=0` on every request, so no poll waits for the job's end "
-                  "(JOB_WAIT_SECONDS, jobs_api/job_waits.py), as before it existed",
+                  "polls from 1 s backing off to 5 s, each held up to SDK_JOB_WAIT_SECONDS for the job's end), "
+                  "its `convert` shown as 'then to the end'; polls not held: the same with `Prefer: wait=0` on "
+                  "every request, so no poll waits for the job's end (jobs_api/job_waits.py), as before it existed",
                   "on disk, FLAC and MP3 are converted while the upload arrives (CONVERT_WHILE_UPLOADING); "
                   "in a bucket (SeaweedFS on this machine, STORAGE_URL) the upload goes into the bucket, and a "
                   "worker copies it out, converts, and puts the result back"])
