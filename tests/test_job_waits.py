@@ -37,9 +37,11 @@ class Poll(threading.Thread):
         self.answer = self.app.test_client().get(f"/v2/jobs/{self.job_id}", headers=self.headers).get_json()
 
 
+QUEUED = {"input": [{"type": "remote", "source": "http://127.0.0.1:9/never.wav"}], "conversion": [{"target": "mp3"}]}
+
+
 def _queued_job(client: Any, headers: dict[str, str]) -> str:
-    created = client.post("/v2/jobs", headers=headers, json={
-        "input": [{"type": "remote", "source": "http://127.0.0.1:9/never.wav"}], "conversion": [{"target": "mp3"}]})
+    created = client.post("/v2/jobs", headers=headers, json=QUEUED)
     assert created.status_code == 201 and created.get_json()["status"]["code"] == "queued"
     return str(created.get_json()["id"])
 
@@ -145,8 +147,7 @@ def held_api(config: Config, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 def _queued_over_http(api: LiveService, key: str) -> str:
-    created = httpx.post(f"{api.url}/v2/jobs", headers={"X-Oc-Api-Key": key}, timeout=30, json={
-        "input": [{"type": "remote", "source": "http://127.0.0.1:9/never.wav"}], "conversion": [{"target": "mp3"}]})
+    created = httpx.post(f"{api.url}/v2/jobs", headers={"X-Oc-Api-Key": key}, timeout=30, json=QUEUED)
     assert created.status_code == 201, created.text
     return str(created.json()["id"])
 
