@@ -247,8 +247,8 @@ def main() -> None:
                     if not pause:
                         saturated.append((f"the service: {name}", ours, ours["rate"] / floor[0]["rate"],
                                           GOALS_MS[method]))
-    longest = "" if args.tiny else f" ({row_seconds(PAUSES_MS[0], False)} s at {PAUSES_MS[0]} ms: at least " \
-                                   f"{LIGHT_ANSWERS} answers)"
+    longest = "" if args.tiny else (f" ({row_seconds(PAUSES_MS[0], False)} s at {PAUSES_MS[0]} ms: "
+                                    f"at least {LIGHT_ANSWERS} answers)")
     report("API under load: 32 clients vs the floor app",
            ("request", "pause ms", "constant app p99 ms", "floor req/s", "floor p99 ms", "floor CPU ms/req", "req/s",
             "p50 ms", "p99 ms", "p99 ratio to floor's", "CPU ms/req", "errors", "goal p99 ms"), rows, args.results,
