@@ -41,7 +41,7 @@ from flask import Flask
 from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import PYTHON, ROOT, free_port, parser, report, service, wait_for_port  # noqa: E402
+from bench.common import PYTHON, ROOT, free_port, parser, report, service, tree_cpu_ms, wait_for_port  # noqa: E402
 from jobs_api.cli import gunicorn_args  # noqa: E402
 from jobs_api.serving import tune_for_serving  # noqa: E402
 
@@ -98,34 +98,17 @@ def row_seconds(pause_ms: int, tiny: bool) -> int:
 
 
 def load(url: str, folder: Path, method: str, body: str | None, pause_ms: int, seconds: int,
-         key: str, server_group: int) -> dict[str, float]:
-    """The figures of one load, and `cpu_ms`: the CPU the server's processes (the process
-    group `server_group`: gunicorn and its workers) spent per request meanwhile."""
-    cpu_before, start = group_cpu_seconds(server_group), time.monotonic()
+         key: str, server: int) -> dict[str, float]:
+    """The figures of one load, and `cpu_ms`: the CPU the server's processes (gunicorn's master,
+    process `server`, and its workers) spent per request meanwhile."""
+    cpu_before, start = tree_cpu_ms(server), time.monotonic()
     if pause_ms:
         figures = polling(url, method, body, pause_ms, seconds, key)
     else:
         figures = wrk(url, wrk_script(folder, method, body), seconds, key)
     answered = figures["rate"] * (time.monotonic() - start)
-    figures["cpu_ms"] = 1000 * (group_cpu_seconds(server_group) - cpu_before) / answered
+    figures["cpu_ms"] = (tree_cpu_ms(server) - cpu_before) / answered
     return figures
-
-
-def group_cpu_seconds(group: int) -> float:
-    """User and system CPU seconds spent so far by the live processes of a process group (from
-    /proc/PID/stat: its fields after the command's closing parenthesis are state, ppid, pgrp,
-    ..., utime and stime 12th and 13th)."""
-    ticks = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:  # ended meanwhile
-            continue
-        if int(fields[2]) == group:
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def polling(url: str, method: str, body: str | None, pause_ms: int, seconds: int, key: str) -> dict[str, float]:

@@ -232,6 +232,23 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}), {memory} GiB, Python {platform.python_version()}, ffmpeg {ffmpeg}"
 
 
+def process_cpu_ms(pid: int) -> tuple[int, float]:
+    """A process's parent and its own CPU (user and system) in ms so far, from /proc/PID/stat
+    (zeros once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:  # gone meanwhile
+        return 0, 0.0
+    tick = 1000 / os.sysconf("SC_CLK_TCK")
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) * tick
+
+
+def tree_cpu_ms(pid: int) -> float:
+    """The CPU in ms so far of a process and its live children: gunicorn's master and its workers."""
+    children = [int(name) for name in os.listdir("/proc") if name.isdigit() and process_cpu_ms(int(name))[0] == pid]
+    return sum(process_cpu_ms(one)[1] for one in [pid, *children])
+
+
 # A setting that changes what a run measures, shown before its command when it is set.
 SETTINGS_SHOWN = [f"{name}={os.environ[name]}" for name in ("FFMPEG_FORKSERVER",) if name in os.environ]
 

@@ -27,7 +27,17 @@ from urllib.parse import urlsplit
 from redis import Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import Callbacks, Service, make_audio, parser, report, service, worker_plan  # noqa: E402
+from bench.common import (  # noqa: E402
+    Callbacks,
+    Service,
+    make_audio,
+    parser,
+    process_cpu_ms,
+    report,
+    service,
+    tree_cpu_ms,
+    worker_plan,
+)
 from bench.small_file import Quiet  # noqa: E402
 from jobs_api.config import Config  # noqa: E402
 from workers.ffmpeg.commands import convert_args  # noqa: E402
@@ -122,7 +132,6 @@ def cpu_spent(running: Service) -> dict[str, float]:
     this script (client, file server, callbacks), Redis, and all cores idle. What the cores
     spent besides is ffmpeg's: its runs are not the workers' children (workers/ffmpeg/runner.py)."""
     api, *workers = (process.pid for process in running.processes)
-    children = [pid for pid in _pids() if _stat(pid)[0] == api]
     redis = Redis.from_url(Config.from_env().redis_url).info("cpu")
     # user, nice, system, idle, iowait, irq, softirq (steal: another guest's) of the "cpu" line
     ticks = [int(field) for field in Path("/proc/stat").read_text().split()[1:8]]
@@ -130,26 +139,12 @@ def cpu_spent(running: Service) -> dict[str, float]:
     tick = 1000 / os.sysconf("SC_CLK_TCK")
     return {
         "busy": (sum(ticks) - ticks[3] - ticks[4]) * tick,
-        "worker": sum(_stat(pid)[1] for pid in workers),
-        "API": sum(_stat(pid)[1] for pid in [api, *children]),
+        "worker": sum(process_cpu_ms(pid)[1] for pid in workers),
+        "API": tree_cpu_ms(api),
         "benchmark client": (own.user + own.system) * 1000,
         "Redis": (redis["used_cpu_user"] + redis["used_cpu_sys"]) * 1000,
         "idle": (ticks[3] + ticks[4]) * tick,
     }
-
-
-def _pids() -> list[int]:
-    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
-
-
-def _stat(pid: int) -> tuple[int, float]:
-    """A process's parent and its own CPU in ms (zeros once it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:  # gone meanwhile
-        return 0, 0.0
-    tick = 1000 / os.sysconf("SC_CLK_TCK")
-    return int(fields[1]), (int(fields[11]) + int(fields[12])) * tick
 
 
 def xargs_rate(lines: str, count: int, cores: int) -> float:
