@@ -5,12 +5,14 @@ a worker stops at once on Ctrl-C or the master's SIGQUIT, whenever the signal co
 Slow clients get no thread. gthread gives a connection a thread as soon as its first byte
 arrives, and the thread then waits for the rest of the request: 50 clients sending a byte
 every 2 s held every thread, and health checks timed out. Here a thread only looks (MSG_PEEK,
-without waiting) whether the request's head, and a body of up to PEEK_BODY_BYTES, has arrived
-whole; if not, the connection goes back to gthread's poller until more comes. A head not whole
-within HEAD_SECONDS ends the connection. The poller wakes a waiting connection only when what it
-still lacks has come (SO_RCVLOWAT), so a request that arrived in part does not keep it readable.
-A larger body (an upload) is read by a thread, once the head is in; the views check the key or
-token before they read one.
+without waiting) whether the request's head, and a body of up to PEEK_BODY_BYTES (by its
+Content-Length, or up to its last chunk when it is chunked), has arrived whole; if not, the
+connection goes back to gthread's poller until more comes. A request not whole within
+HEAD_SECONDS of its first byte ends the connection. The poller wakes a waiting connection only
+when what it still lacks, or the least of it a chunked body can still lack, has come
+(SO_RCVLOWAT), so a request that arrived in part does not keep it readable. A larger body (an
+upload) is read by a thread, once the head is in; the views check the key or token before they
+read one.
 
 Requests gunicorn itself cannot read (a request line over its limit, a broken header) are
 answered in JSON like every other error of the service, not with gunicorn's HTML page.
@@ -82,9 +84,9 @@ class ServiceWorker(ThreadWorker):
         """Read the request only once it has arrived (see the module's docstring)."""
         if self.cfg.is_ssl:  # the bytes in the socket are TLS records: nothing to look at
             return super().handle(conn)
-        missing, head_whole = _missing(conn)
-        if missing and getattr(conn, "awaiting_body", False):
-            missing = 0  # woken before the body was whole: the kernel holds no more, a thread reads it
+        missing, body_seen = _missing(conn)
+        if missing and 0 <= body_seen <= getattr(conn, "body_seen", -1):
+            missing = 0  # woken with no more of the body: the kernel holds no more, a thread reads it
         if missing:
             # The poller wakes the connection once that much more has come (or it ends). Without
             # this, a request that has arrived in part leaves its socket readable, and is looked at
@@ -94,7 +96,7 @@ class ServiceWorker(ThreadWorker):
             if conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT) < missing:
                 missing = 0
         if not missing:
-            conn.head_since, conn.awaiting_body = None, False
+            conn.head_since, conn.body_seen = None, -1
             conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
             return super().handle(conn)
         since = getattr(conn, "head_since", None) or time.monotonic()
@@ -102,7 +104,7 @@ class ServiceWorker(ThreadWorker):
             self.log.warning("request head from %s not whole in %g s: connection closed", conn.client[0],
                              HEAD_SECONDS)
             return ABANDONED
-        conn.head_since, conn.awaiting_body = since, head_whole
+        conn.head_since, conn.body_seen = since, body_seen
         return _DEFER
 
     def finish_request(self, conn: Any, fs: Any) -> None:
@@ -158,35 +160,61 @@ def _stops_end_the_child() -> None:
     _release_stops()
 
 
-def _missing(conn: Any) -> tuple[int, bool]:
+def _missing(conn: Any) -> tuple[int, int]:
     """How many more bytes the socket must hold before the connection's next request may have
-    arrived whole (its head, and its body when it declares one of up to PEEK_BODY_BYTES), and
-    whether its head has. 0 when it has arrived, and also when the socket has ended or failed:
-    gthread then meets that as it would."""
+    arrived whole (its head, and its body when it declares one of up to PEEK_BODY_BYTES, by its
+    length or its chunks), and how much of the request has arrived once its head has (-1
+    before). 0 more when it has arrived, and also when the socket has ended or failed: gthread
+    then meets that as it would."""
     buffered = conn.parser.unreader.buf.getvalue() if conn.parser is not None else b""
     try:
         waiting = conn.sock.recv(PEEK_BYTES, socket.MSG_PEEK | socket.MSG_DONTWAIT)
     except BlockingIOError:
         waiting = b""
     except OSError:
-        return 0, False
+        return 0, -1
     else:
         if not waiting:
-            return 0, False  # the client closed its side
+            return 0, -1  # the client closed its side
     data = buffered + waiting
     end = data.find(HEAD_END)
     if end < 0:
         # a head longer than a look: gunicorn's limits judge it
-        return (0 if len(waiting) >= PEEK_BYTES else len(waiting) + 1), False
-    length = 0
+        return (0 if len(waiting) >= PEEK_BYTES else len(waiting) + 1), -1
+    body = end + len(HEAD_END)
+    needed = body
     for line in data[:end].split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
         name, value = name.strip().lower(), value.strip().lower()
         if name == b"content-length" and value.isdigit():
-            length = int(value)
+            needed = body + int(value)
+        elif name == b"transfer-encoding" and value.endswith(b"chunked"):
+            needed = _chunked_end(data, body)
         elif name == b"expect":
-            return 0, True  # the client waits for gunicorn's 100 Continue before it sends the body
-    needed = end + len(HEAD_END) + length
-    if length > PEEK_BODY_BYTES or needed > len(buffered) + PEEK_BYTES or len(data) >= needed:
-        return 0, True
-    return needed - len(buffered), True
+            return 0, len(data)  # the client waits for gunicorn's 100 Continue before it sends the body
+    if needed - body > PEEK_BODY_BYTES or needed > len(buffered) + PEEK_BYTES or len(data) >= needed:
+        return 0, len(data)
+    return needed - len(buffered), len(data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+def _chunked_end(data: bytes, at: int) -> int:
+    """Where a chunked body that begins at `at` ends once its last chunk has arrived; until then
+    the least it can end at, so that a body dripped a chunk at a time waits like any other. A
+    size that is not hex ends it at once: gunicorn refuses it."""
+    while True:
+        line_end = data.find(b"\r\n", at)
+        if line_end < 0:
+            return len(data) + 1
+        try:
+            size = int(data[at:line_end].partition(b";")[0], 16)
+        except ValueError:
+            return at
+        if size == 0:  # then the trailer's lines, up to an empty one
+            trailer_end = data.find(b"\r\n\r\n", line_end)
+            return trailer_end + len(HEAD_END) if trailer_end >= 0 else len(data) + 1
+        at = line_end + 2 + size + 2
+        if at > len(data):
+            return at + len(LAST_CHUNK)

@@ -6,8 +6,10 @@ import io
 from typing import IO, Any, cast
 
 from flask import Request, request
+from gunicorn.http.errors import ParseException
 from werkzeug.datastructures import FileStorage
 
+from jobs_api.errors import RequestInvalid
 from jobs_api.gunicorn_body import SocketBody
 from jobs_api.storage import Incoming
 from jobs_api.web import storage
@@ -21,7 +23,9 @@ class StreamingRequest(Request):
     def __init__(self, environ: dict[str, Any], *args: Any, **kwargs: Any) -> None:
         super().__init__(environ, *args, **kwargs)
         length = self.content_length
-        if length and self.mimetype == "multipart/form-data":
+        if length is None and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+            environ["wsgi.input"] = io.BufferedReader(ChunkedBody(environ["wsgi.input"]))
+        elif length and self.mimetype == "multipart/form-data":
             # The multipart parser asks for 64 KiB at a time. Served from a 1 MiB buffer that
             # is filled straight from gunicorn's socket where it can be (gunicorn_body.py).
             source = environ["wsgi.input"]
@@ -69,6 +73,28 @@ class _BodyReader(io.RawIOBase):
         data = self.source.read(min(len(buffer), self.left))
         buffer[:len(data)] = data
         self.left -= len(data)
+        return len(data)
+
+
+class ChunkedBody(io.RawIOBase):
+    """A chunked request body as the server reads it, but one whose framing is broken (a size that
+    is not hex, a chunk without its line end, an end before the last chunk) is the client's error,
+    a 400, not an unexpected error of the service: gunicorn's reader raises its ParseException, or
+    an OSError (NoMoreData) for a client gone midway."""
+
+    def __init__(self, source: IO[bytes]) -> None:
+        self.source = source
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            data = self.source.read(len(buffer))
+        except (ParseException, OSError) as exc:
+            raise RequestInvalid("The request body could not be read.",
+                                 {"body": [f"broken chunked encoding ({type(exc).__name__})"]}) from None
+        buffer[:len(data)] = data
         return len(data)
 
 

@@ -19,6 +19,7 @@ from jobs_api.config import Config
 
 SLOW_SECONDS = 30
 HEAD = b"POST /v2/jobs HTTP/1.1\r\nHost: slow\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n"
+CHUNKED_HEAD = HEAD.replace(b"Content-Length: 40", b"Transfer-Encoding: chunked")
 LARGE = 512 * 1024  # a job with an inline base64 input
 
 
@@ -42,9 +43,11 @@ def test_fifty_slow_clients_leave_the_service_answering(config: Config, tmp_path
     address = (urlsplit(service.url).hostname or "", urlsplit(service.url).port or 0)
     stop = threading.Event()
     large = HEAD.replace(b"40", str(LARGE).encode()) + b'{"input": [{"type": "base64", "source": "'
-    slow = [(b"", HEAD + b'{"input": []}')] * 17  # the head, a byte at a time
-    slow += [(HEAD, b'{"input": [], "conversion": []}' + b" " * 8)] * 17  # then a small body
-    slow += [(large + b"A" * (LARGE // 2), b"A" * LARGE)] * 16  # half a large body, then the rest
+    slow = [(b"", HEAD + b'{"input": []}')] * 13  # the head, a byte at a time
+    slow += [(HEAD, b'{"input": [], "conversion": []}' + b" " * 8)] * 13  # then a small body
+    slow += [(large + b"A" * (LARGE // 2), b"A" * LARGE)] * 12  # half a large body, then the rest
+    # A chunked body, a chunk at a time: each byte is more of it, and woke its connection.
+    slow += [(CHUNKED_HEAD + b"1\r\n{\r\n", b'c\r\n"input": []}\r\n0\r\n\r\n')] * 12
     drips = [threading.Thread(target=_drip, args=(address, *drip, stop), daemon=True) for drip in slow]
     latencies = []
     try:
@@ -82,9 +85,9 @@ def test_requests_that_arrived_in_part_cost_no_cpu_while_they_wait(config: Confi
         requests.get(f"{service.url}/livez", timeout=10)
         web = [int(pid) for pid in subprocess.run(["pgrep", "-P", str(service.processes[0].pid)],
                                                   capture_output=True, text=True).stdout.split()]
-        partial = [socket.create_connection(address, timeout=5) for _ in range(4)]
+        partial = [socket.create_connection(address, timeout=5) for _ in range(6)]
         for number, connection in enumerate(partial):
-            connection.sendall(HEAD + b'{"input"' if number % 2 else HEAD[:40])
+            connection.sendall((HEAD[:40], HEAD + b'{"input"', CHUNKED_HEAD + b"1\r\n{\r\n")[number % 3])
         before = _cpu_seconds(web)
         time.sleep(3)
         used = _cpu_seconds(web) - before
