@@ -15,6 +15,7 @@ from jobs_api import file_conversion
 from jobs_api.config import Config
 from jobs_api.db import make_engine, make_sessionmaker
 from jobs_api.errors import RequestInvalid, ServiceError
+from jobs_api.gunicorn_worker import PEEK_BODY_BYTES
 from jobs_api.health import Readiness
 from jobs_api.job_waits import Waits
 from jobs_api.logs import one_line
@@ -31,12 +32,14 @@ from jobs_api.resources.usage.routes import blp as usage_blp
 from jobs_api.spec import DialectErrors, SecurityPlugin
 from jobs_api.storage import StorageUnavailable, storage_for
 from jobs_api.uploads import StreamingRequest
-from jobs_api.web import close_session
+from jobs_api.web import api_key_id, close_session, load_job
 
 log = logging.getLogger(__name__)
 
 MAX_JSON_BYTES = 16 * 1024 * 1024
 UPLOAD_ENDPOINTS = ("files.UploadFile", "file_convert.FileConvert")
+CHECK_BEFORE_READING = (*UPLOAD_ENDPOINTS, "files.UploadBase64")  # their views check the caller first
+KEYED_BLUEPRINTS = ("jobs", "files", "presets", "presets_unversioned")  # the key or a job's token opens them
 
 
 def create_app(config: Config | None = None) -> Flask:
@@ -180,6 +183,25 @@ def register_request_hooks(app: Flask, config: Config) -> None:
             request.max_content_length = config.max_input_bytes * 4 // 3 + 1024 * 1024
         elif request.endpoint not in UPLOAD_ENDPOINTS:
             request.max_content_length = MAX_JSON_BYTES
+
+    @app.before_request
+    def authenticate_before_a_body_in_transit() -> None:
+        """A body larger than the server waits for, or a chunked one, is read by a thread as it
+        arrives (jobs_api/gunicorn_worker.py): a caller whose key (or job token) does not check
+        out is answered before, and cannot hold threads with bodies it never finishes. Uploads
+        check theirs in their views, before they read."""
+        if request.blueprint not in KEYED_BLUEPRINTS or request.endpoint in CHECK_BEFORE_READING:
+            return
+        length = request.content_length
+        if length is None and "chunked" not in request.headers.get("Transfer-Encoding", "").lower():
+            return
+        if length is not None and length <= PEEK_BODY_BYTES:
+            return
+        job_id = (request.view_args or {}).get("job_id")
+        if job_id is not None:
+            load_job(job_id)
+        else:
+            api_key_id()
 
     @app.teardown_request
     def drop_incoming(_exc: BaseException | None) -> None:

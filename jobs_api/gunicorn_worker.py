@@ -11,14 +11,16 @@ connection goes back to gthread's poller until more comes. A request not whole w
 HEAD_SECONDS of its first byte ends the connection. The poller wakes a waiting connection only
 when what it still lacks, or the least of it a chunked body can still lack, has come
 (SO_RCVLOWAT), so a request that arrived in part does not keep it readable. A larger body (an
-upload) is read by a thread, once the head is in; the views check the key or token before they
-read one.
+upload) is read by a thread, once the head is in; the key or token is checked before it is read
+(jobs_api/app.py, and the upload views). Nor does a thread wait for the rest of a body the
+application did not read, or the main thread for a client to close its side after the answer.
 
 Requests gunicorn itself cannot read (a request line over its limit, a broken header) are
 answered in JSON like every other error of the service, not with gunicorn's HTML page.
 
-These rely on gthread's `handle(conn)` returning its `_DEFER` and `finish_request(conn, fs)` with
-its `nr_conns` (gunicorn 25-27), its connection's `sock`, `parser.unreader` and `close()`, and
+These rely on gthread's `handle(conn)` returning its `_DEFER`, `finish_request(conn, fs)` with
+its `nr_conns`, `_keepalive_after(conn, keepalive)` and the parser's `finish_body(max_bytes=...)`
+(gunicorn 27), its connection's `sock`, `parser.unreader` and `close()`, and
 `Worker.handle_error(req, client, addr, exc)`.
 
 Stopping: two moments used to leave a worker running until the master's SIGKILL, 30 s later:
@@ -55,6 +57,7 @@ from gunicorn.workers.gthread import _DEFER, ThreadWorker
 
 QUIT_SECONDS = 3
 HEAD_SECONDS = 10.0
+CLOSE_DRAIN_BYTES = 64 * 1024  # what is read of a body nobody reads, or at a close, as gthread's
 PEEK_BODY_BYTES = 1024 * 1024  # a job's JSON, but for large inline base64 inputs
 PEEK_BYTES = PEEK_BODY_BYTES + 64 * 1024  # what a look sees: a request that needs more is read by a thread
 RECEIVE_BUFFER = 2 * PEEK_BYTES
@@ -107,15 +110,36 @@ class ServiceWorker(ThreadWorker):
         conn.head_since, conn.body_seen = since, body_seen
         return _DEFER
 
+    def _keepalive_after(self, conn: Any, keepalive: bool) -> Any:
+        """gthread's, but the rest of a body the application did not read (a 401 before an
+        upload, say) is drained only as far as it has arrived, up to CLOSE_DRAIN_BYTES: a
+        connection whose client is still sending it is abandoned, instead of a thread waiting
+        up to 5 s for it. (A short deadline instead also abandoned, now and then, connections
+        whose body had been read, where the process lost its core before the drain began.)"""
+        if self.cfg.is_ssl:
+            return super()._keepalive_after(conn, keepalive)
+        timeout = conn.sock.gettimeout()
+        conn.sock.settimeout(0.0)  # a read that would wait raises instead
+        try:
+            drained = conn.parser.finish_body(max_bytes=CLOSE_DRAIN_BYTES)
+        except OSError:
+            drained = False
+        finally:
+            conn.sock.settimeout(timeout)
+        return keepalive if drained else ABANDONED
+
     def finish_request(self, conn: Any, fs: Any) -> None:
-        """gthread's, but an abandoned connection is closed at once (gthread's graceful close
-        drains what the client still sends for up to 2 s, on the worker's main thread), and one
-        put back to wait has HEAD_SECONDS from its first byte, not gthread's keep-alive time
-        (2 s), before it is closed unanswered: a client on a slow link is not cut off."""
+        """gthread's, but a connection that ends is closed at once, and one put back to wait has
+        HEAD_SECONDS from its first byte, not gthread's keep-alive time (2 s), before it is
+        closed unanswered: a client on a slow link is not cut off.
+
+        gthread's graceful close waits for the client to close its side, for up to 2 s, on the
+        worker's main thread: four clients that sent "Connection: close" and then held their
+        side open stalled every request. What the client sent has been read or drained before."""
         result = fs.result() if not fs.cancelled() and fs.exception() is None else None
-        if result is ABANDONED:
+        if result is ABANDONED or not result:
             self.nr_conns -= 1
-            conn.close()
+            _close_at_once(conn.sock)
             return
         super().finish_request(conn, fs)
         if result is _DEFER and conn.head_since is not None:
@@ -137,6 +161,19 @@ class ServiceWorker(ThreadWorker):
             client.sendall(head + body)
         except OSError:
             pass  # the client has gone
+
+
+def _close_at_once(sock: socket.socket) -> None:
+    """Our side ends (FIN) after what was sent, and what the client sent since, if it is there
+    already (up to CLOSE_DRAIN_BYTES), is read first: closing with it unread would reset the
+    connection, and the client could lose the answer. Nothing waits for more."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        sock.setblocking(False)
+        sock.recv(CLOSE_DRAIN_BYTES)
+    except OSError:
+        pass  # nothing has come (or the client is gone)
+    sock.close()
 
 
 STOPS = {signal.SIGINT, signal.SIGQUIT, signal.SIGTERM}

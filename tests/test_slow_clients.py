@@ -1,7 +1,8 @@
-"""Slow clients (issue 26): 50 connections sending their request a byte at a time for 30 s
-leave ordinary requests answered within a second, and requests that have arrived in part cost
-nothing while they wait (jobs_api/gunicorn_worker.py), against the real service: gunicorn with
-two processes of four threads."""
+"""Slow clients (issue 26): 50 connections sending their request a byte at a time for 30 s,
+and clients that keep their side open after an answer, leave ordinary requests answered within
+a second, and requests that have arrived in part cost nothing while they wait
+(jobs_api/gunicorn_worker.py), against the real service: gunicorn with two processes of four
+threads."""
 from __future__ import annotations
 
 import os
@@ -43,11 +44,17 @@ def test_fifty_slow_clients_leave_the_service_answering(config: Config, tmp_path
     address = (urlsplit(service.url).hostname or "", urlsplit(service.url).port or 0)
     stop = threading.Event()
     large = HEAD.replace(b"40", str(LARGE).encode()) + b'{"input": [{"type": "base64", "source": "'
-    slow = [(b"", HEAD + b'{"input": []}')] * 13  # the head, a byte at a time
-    slow += [(HEAD, b'{"input": [], "conversion": []}' + b" " * 8)] * 13  # then a small body
-    slow += [(large + b"A" * (LARGE // 2), b"A" * LARGE)] * 12  # half a large body, then the rest
+    slow = [(b"", HEAD + b'{"input": []}')] * 8  # the head, a byte at a time
+    slow += [(HEAD, b'{"input": [], "conversion": []}' + b" " * 8)] * 8  # then a small body
+    slow += [(large + b"A" * (LARGE // 2), b"A" * LARGE)] * 8  # half a large body, then the rest
     # A chunked body, a chunk at a time: each byte is more of it, and woke its connection.
-    slow += [(CHUNKED_HEAD + b"1\r\n{\r\n", b'c\r\n"input": []}\r\n0\r\n\r\n')] * 12
+    slow += [(CHUNKED_HEAD + b"1\r\n{\r\n", b'c\r\n"input": []}\r\n0\r\n\r\n')] * 8
+    # Bodies larger than the service waits for, from callers with no key or token: answered 401
+    # before the body is read, and not waited for after. Each group alone outnumbers the threads.
+    huge = str(4 * LARGE).encode()
+    slow += [(HEAD.replace(b"40", huge) + b'{"input": [{"type": "base64", "source": "', b"A" * LARGE)] * 9
+    upload = HEAD.replace(b"/v2/jobs", b"/v2/dl/upload-file/nope").replace(b"40", huge)
+    slow += [(upload + b"--x\r\n", b"A" * LARGE)] * 9
     drips = [threading.Thread(target=_drip, args=(address, *drip, stop), daemon=True) for drip in slow]
     latencies = []
     try:
@@ -63,6 +70,49 @@ def test_fifty_slow_clients_leave_the_service_answering(config: Config, tmp_path
             time.sleep(0.5)
     finally:
         stop.set()
+        service.stop()
+    assert max(latencies) < 1.0, sorted(latencies)[-5:]
+
+
+def _hold_open_after_answers(address: tuple[str, int], stop: threading.Event) -> None:
+    """Ask with "Connection: close", read the answer, and keep the connection open, until `stop`."""
+    held: list[socket.socket] = []
+    try:
+        while not stop.wait(0.05):
+            connection = socket.create_connection(address, timeout=5)
+            held.append(connection)
+            connection.sendall(b"GET /livez HTTP/1.1\r\nHost: slow\r\nConnection: close\r\n\r\n")
+            connection.recv(4096)
+    except OSError:
+        pass
+    finally:
+        for connection in held:
+            connection.close()
+
+
+def test_clients_that_keep_their_side_open_after_the_answer_leave_the_service_answering(
+        config: Config, tmp_path: Path) -> None:
+    # gthread's close waited on the worker's main thread for the client to close its side, up
+    # to 2 s each: four such clients stalled every request for seconds.
+    service = start_service(config.replace(queue_name="held-open"), tmp_path)
+    address = (urlsplit(service.url).hostname or "", urlsplit(service.url).port or 0)
+    stop = threading.Event()
+    holders = [threading.Thread(target=_hold_open_after_answers, args=(address, stop), daemon=True)
+               for _ in range(4)]
+    latencies = []
+    try:
+        for holder in holders:
+            holder.start()
+        time.sleep(2)
+        for _ in range(10):
+            started = time.monotonic()
+            assert requests.get(f"{service.url}/livez", timeout=10).status_code == 200
+            latencies.append(time.monotonic() - started)
+            time.sleep(0.3)
+    finally:
+        stop.set()
+        for holder in holders:
+            holder.join()
         service.stop()
     assert max(latencies) < 1.0, sorted(latencies)[-5:]
 
