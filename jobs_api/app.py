@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 from flask import Flask, request
 from flask_smorest import Api
@@ -192,10 +192,7 @@ def register_request_hooks(app: Flask, config: Config) -> None:
         check theirs in their views, before they read."""
         if request.blueprint not in KEYED_BLUEPRINTS or request.endpoint in CHECK_BEFORE_READING:
             return
-        length = request.content_length
-        if length is None and "chunked" not in request.headers.get("Transfer-Encoding", "").lower():
-            return
-        if length is not None and length <= PEEK_BODY_BYTES:
+        if not cast(StreamingRequest, request).chunked and (request.content_length or 0) <= PEEK_BODY_BYTES:
             return
         job_id = (request.view_args or {}).get("job_id")
         if job_id is not None:

@@ -23,7 +23,7 @@ class StreamingRequest(Request):
     def __init__(self, environ: dict[str, Any], *args: Any, **kwargs: Any) -> None:
         super().__init__(environ, *args, **kwargs)
         length = self.content_length
-        if length is None and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        if self.chunked:
             environ["wsgi.input"] = io.BufferedReader(ChunkedBody(environ["wsgi.input"]))
         elif length and self.mimetype == "multipart/form-data":
             # The multipart parser asks for 64 KiB at a time. Served from a 1 MiB buffer that
@@ -31,6 +31,11 @@ class StreamingRequest(Request):
             source = environ["wsgi.input"]
             body = SocketBody.over(source, environ.get("gunicorn.socket"), length) or _BodyReader(source, length)
             environ["wsgi.input"] = io.BufferedReader(body, buffer_size=BODY_READ_SIZE)
+
+    @property
+    def chunked(self) -> bool:
+        """Whether the body comes in chunks (Transfer-Encoding: chunked), its length unknown."""
+        return self.content_length is None and "chunked" in self.headers.get("Transfer-Encoding", "").lower()
 
     def _get_file_stream(self, total_content_length: int | None, content_type: str | None,
                          filename: str | None = None, content_length: int | None = None) -> IO[bytes]:

@@ -5,7 +5,6 @@ a second, and requests that have arrived in part cost nothing while they wait
 threads."""
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import threading
@@ -16,6 +15,7 @@ from urllib.parse import urlsplit
 import requests
 from conftest import start_service
 
+from bench.common import process_cpu_ms
 from jobs_api.config import Config
 
 SLOW_SECONDS = 30
@@ -124,12 +124,10 @@ def test_clients_that_keep_their_side_open_after_the_answer_leave_the_service_an
 
 
 def _cpu_seconds(pids: list[int]) -> float:
-    """User and system time the processes have used so far."""
-    ticks = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks += int(fields[11]) + int(fields[12])  # utime and stime, fields 14 and 15 of proc(5)
-    return ticks / os.sysconf("SC_CLK_TCK")
+    """User and system time the processes (each still running) have used so far."""
+    stats = [process_cpu_ms(pid) for pid in pids]
+    assert all(parent for parent, _ in stats), "a web worker has gone"
+    return sum(ms for _, ms in stats) / 1000
 
 
 def test_requests_that_arrived_in_part_cost_no_cpu_while_they_wait(config: Config, tmp_path: Path) -> None:
