@@ -144,7 +144,7 @@ def join(first: Path, second: Path, md5: bytes) -> None:
     head.smallest_frame, head.largest_frame = min(head.smallest_frame, smallest), max(head.largest_frame, largest)
     with first.open("r+b") as handle:
         handle.seek(0, 2)
-        handle.writelines(pieces)
+        handle.write(b"".join(pieces))
         handle.seek(STREAMINFO_AT)
         handle.write(head.encoded(head.samples + tail.samples, md5))
 
@@ -154,12 +154,14 @@ def _renumbered(data: bytes, info: StreamInfo, offset: int) -> tuple[list[bytes 
     frames = -(-info.samples // info.block_size)
     view, pieces, sizes = memoryview(data), list[bytes | memoryview](), list[int]()
     carry = [1]  # carry[n]: x to the power 8n, modulo the CRC-16 polynomial
-    at, first = info.frames_at, Header(data[info.frames_at + 2], data[info.frames_at + 3] & 0x0F)
+    at = info.frames_at
+    form = Header(data[at + 2], data[at + 3] & 0x0F)
+    header_end = form.end(data, at, 0, frames)
+    if header_end is None:
+        raise NotJoinable("no frame where the frames begin")
     for number in range(frames):
-        header_end = first.end(data, at, number, frames)
-        if header_end is None:
-            raise NotJoinable(f"frame {number} is not where it must begin")
-        end = len(data) if number == frames - 1 else first.next(data, header_end, number + 1, frames)
+        end, next_header_end = (len(data), 0) if number == frames - 1 else form.next(data, header_end, number + 1,
+                                                                                        frames)
         header = data[at:header_end]
         new_header = header[:4] + coded_number(number + offset) + header[4 + len(coded_number(number)):-1]
         new_header += bytes([crc8(new_header)])
@@ -170,7 +172,7 @@ def _renumbered(data: bytes, info: StreamInfo, offset: int) -> tuple[list[bytes 
         frame_crc = int.from_bytes(data[end - 2:end], "big") ^ _times(change, carry[rest])
         pieces += [new_header, view[header_end:end - 2], frame_crc.to_bytes(2, "big")]
         sizes.append(len(new_header) + rest + 2)
-        at = end
+        at, header_end = end, next_header_end
     return pieces, min(sizes), max(sizes)
 
 
@@ -201,11 +203,14 @@ class Header:
         end += {6: 1, 7: 2}.get(sizes >> 4, 0) + {12: 1, 13: 2, 14: 2}.get(sizes & 0x0F, 0)
         return end + 1 if end < len(data) and crc8(data[at:end]) == data[end] else None
 
-    def next(self, data: bytes, after: int, number: int, frames: int) -> int:
-        """Where frame `number` begins: the first place past `after` that holds its header."""
-        at = data.find(SYNC, after)
-        while at >= 0 and self.end(data, at, number, frames) is None:
-            at = data.find(SYNC, at + 1)
-        if at < 0:
-            raise NotJoinable(f"no frame {number}")
-        return at
+    def next(self, data: bytes, after: int, number: int, frames: int) -> tuple[int, int]:
+        """Where frame `number` begins, the first place past `after` that holds its header, and
+        where its header ends."""
+        start = SYNC + bytes([self.sizes]) if number < frames - 1 else SYNC
+        at = data.find(start, after)
+        while at >= 0:
+            end = self.end(data, at, number, frames)
+            if end is not None:
+                return at, end
+            at = data.find(start, at + 1)
+        raise NotJoinable(f"no frame {number}")
