@@ -27,7 +27,6 @@ FENCES = {
     "GUNICORN_BODY_READER": "jobs_api/gunicorn_body.py",
     "RQ_LEAN_WORKER": "workers/worker.py",
     "TUNE_INTERPRETER": "jobs_api/serving.py",
-    "FLAC_SPLIT_ENCODE": "workers/ffmpeg/flac_split.py",
 }
 
 

@@ -87,11 +87,11 @@ def test_the_feed_follows_the_file_until_it_is_adopted_or_dropped(storage: Stora
     api = write_later(path, wav[100_000:], then)
     with arrival:
         if then == "rename":
-            fed = runner.run_fed(["sha256sum"], arrival.feed(), sees=TEST_RUNS, deadline_seconds=10)
+            fed = runner.run_fed(["sha256sum"], arrival.feed, sees=TEST_RUNS, deadline_seconds=10)
             assert fed.split()[0] == hashlib.sha256(wav).hexdigest()
         else:
             with pytest.raises(runner.ProcessStopped):
-                runner.run_fed(["cat"], arrival.feed(), sees=TEST_RUNS, deadline_seconds=10)
+                runner.run_fed(["cat"], arrival.feed, sees=TEST_RUNS, deadline_seconds=10)
     api.join()
 
 
@@ -102,7 +102,7 @@ def test_the_feed_gives_up_when_the_upload_stalls(
     with arrival:
         started = time.monotonic()
         with pytest.raises(runner.ProcessStopped):
-            runner.run_fed(["cat"], arrival.feed(), sees=TEST_RUNS, deadline_seconds=10)
+            runner.run_fed(["cat"], arrival.feed, sees=TEST_RUNS, deadline_seconds=10)
         assert time.monotonic() - started < 2
 
 

@@ -5,7 +5,6 @@ named x.mp3 cannot make ffmpeg read another user's file.
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 from jobs_api.catalog import CHANNELS
@@ -90,18 +89,6 @@ def convert_args(source: Path | None, output: Path, plan: Plan, limits: Limits,
     options = [f"f={plan.target.muxer}", *(f"{name.lstrip('-')}={value}" for name, value in pairs)]
     return ["prlimit", f"--fsize={limits.max_output_bytes}", "--", *args, "-progress", "pipe:1", "-y",
             "-f", "tee", f"[{':'.join(options)}]file:{output}|[f=matroska]pipe:{copy_fd}"]
-
-
-def second_half_args(output: Path, plan: Plan, limits: Limits, pcm: str, samples: int) -> list[str]:
-    """`convert_args` for the last `samples` of a plain WAV's samples, as raw `pcm` on stdin: the
-    second half of a FLAC encode split in two (workers/ffmpeg/flac_split.py)."""
-    args = convert_args(None, output, replace(plan, duration=samples / plan.sample_rate), limits)
-    wav = source_args(None, None, mapped=False)
-    at = args.index(wav[0])
-    assert args[at:at + len(wav)] == wav, args
-    raw = ["-format_whitelist", pcm, "-protocol_whitelist", "pipe", "-f", pcm, "-ar", str(plan.sample_rate),
-           "-ac", str(plan.channels), "-i", "pipe:0"]
-    return [*args[:at], *raw, *args[at + len(wav):]]
 
 
 def progress_seconds(line: str) -> float | None:

@@ -23,12 +23,6 @@ MAX_CHUNKS = 64  # chunks before "data" worth walking; more is unusual enough fo
 def read(path: Path, arriving: bool = False) -> SourceInfo | None:
     """The file's one audio stream as ffprobe reports it, or None to ask ffprobe. `arriving`:
     the file is still being written, so its data may not all be there yet (workers/upload_conversion.py)."""
-    found = read_with_data(path, arriving)
-    return None if found is None else found[0]
-
-
-def read_with_data(path: Path, arriving: bool = False) -> tuple[SourceInfo, int, int] | None:
-    """`read`'s stream, and where its samples begin in the file and how many bytes they take."""
     size = path.stat().st_size
     with path.open("rb") as handle:
         riff = handle.read(12)
@@ -46,8 +40,7 @@ def read_with_data(path: Path, arriving: bool = False) -> tuple[SourceInfo, int,
             elif name == b"data":
                 if fmt is None or length in (0, 0xFFFFFFFF) or (handle.tell() + length > size and not arriving):
                     return None
-                stream = _stream(fmt, length)
-                return None if stream is None else (stream, handle.tell(), length)
+                return _stream(fmt, length)
             else:
                 handle.seek(length + (length & 1), 1)
     return None
