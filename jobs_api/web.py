@@ -67,8 +67,9 @@ def _header(names: tuple[str, ...]) -> str | None:
     return None
 
 
-# Built once, and its two columns read as a plain row: building the statement and making an
-# ApiKey object of the row cost more than running the query.
+# Built once, and its two columns read as a plain row on the session's connection: building the
+# statement, making an ApiKey object of the row or passing it through the ORM's statement
+# handling cost more than running the query.
 KEY_BY_HASH = select(ApiKey.id, ApiKey.revoked_at).where(ApiKey.key_hash == bindparam("key_hash"))
 
 
@@ -78,7 +79,7 @@ def api_key_id(key: str | None = None, header: str = KEY_HEADERS[-1]) -> str:
     key = key if key is not None else _header(KEY_HEADERS)
     if not key:
         raise NotAuthenticated(header, sent=False)
-    row = session().execute(KEY_BY_HASH, {"key_hash": hash_secret(key)}).first()
+    row = session().connection().execute(KEY_BY_HASH, {"key_hash": hash_secret(key)}).first()
     if row is None or row.revoked_at is not None:
         raise NotAuthenticated(header, sent=True)
     return str(row.id)
