@@ -250,7 +250,7 @@ def _chunked_end(data: bytes, at: int) -> int:
         except ValueError:
             return at
         if size == 0:  # then the trailer's lines, up to an empty one
-            trailer_end = data.find(b"\r\n\r\n", line_end)
+            trailer_end = data.find(HEAD_END, line_end)
             return trailer_end + len(HEAD_END) if trailer_end >= 0 else len(data) + 1
         at = line_end + 2 + size + 2
         if at > len(data):
